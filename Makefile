@@ -1,0 +1,33 @@
+# Everything a fresh machine needs is installed from pyproject.toml into .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check lint typecheck bench-matcher clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the gateway on the embedded default (config/routes.yaml)
+	$(VENV)/bin/modgate serve
+
+test: $(STAMP)  ## the whole test suite (needs Postgres; see README)
+	$(VENV)/bin/pytest
+
+check: lint typecheck
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check proxy tests bench
+	$(VENV)/bin/ruff format --check proxy tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench-matcher: $(STAMP)
+	$(PY) bench/matcher_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

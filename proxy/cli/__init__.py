@@ -1,0 +1,1 @@
+"""The `modgate` console script."""

@@ -1,0 +1,209 @@
+"""`modgate`: serve the gateway, migrate the schema, apply route manifests.
+
+Exit codes: 0 success, 1 a dependency failed (e.g. Postgres unreachable), 2 bad usage,
+configuration or manifest (the message names the key or field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from proxy import __version__
+from proxy.errors import ConfigError, StoreError
+from proxy.settings import Settings, describe_settings, load_settings
+
+EXIT_DEPENDENCY = 1
+EXIT_USAGE = 2
+
+
+def _settings_args(parser: argparse.ArgumentParser, *keys: str) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="settings YAML (default: $MODGATE_CONFIG or config/gateway.yaml if present)",
+    )
+    helps = {
+        "listen": ("HOST:PORT", "public address (MODGATE_LISTEN)"),
+        "admin_listen": ("HOST:PORT", "admin address for /metrics /healthz /readyz"),
+        "workers": ("N", "worker processes sharing the port (MODGATE_WORKERS)"),
+        "routes_file": ("PATH", "routes manifest for the embedded mode (MODGATE_ROUTES_FILE)"),
+        "database_url": ("URL", "Postgres DSN; selects the Postgres mode (MODGATE_DATABASE_URL)"),
+        "mode": ("{gateway,sidecar}", "gateway: /api/modules/{id}/...; sidecar: one module"),
+        "sidecar_module": ("ID", "the module a sidecar serves on every path"),
+        "log_level": ("LEVEL", "debug, info, warning or error"),
+    }
+    for key in keys:
+        metavar, help_text = helps[key]
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar=metavar, help=help_text)
+
+
+def _load(args: argparse.Namespace, *keys: str) -> Settings:
+    overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    settings = load_settings(args.config, os.environ, overrides)
+    for warning in settings.warnings:
+        print(f"modgate: warning: {warning}", file=sys.stderr)
+    return settings
+
+
+_SERVE_KEYS = (
+    "listen",
+    "admin_listen",
+    "workers",
+    "routes_file",
+    "database_url",
+    "mode",
+    "sidecar_module",
+    "log_level",
+)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load(args, *_SERVE_KEYS)
+    if settings.workers == 1:
+        from proxy.server.worker import run_worker
+
+        return run_worker(settings)
+    from proxy.observability.logging import configure_logging
+    from proxy.server.supervisor import Supervisor
+
+    configure_logging(settings.log_level, settings.log_format)
+    return Supervisor(settings).run()
+
+
+def _database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        raise ConfigError(
+            "database_url: required for this command (set MODGATE_DATABASE_URL or --database-url)"
+        )
+    return settings.database_url
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from proxy.store.migrate import migrate
+
+    dsn = _database_url(_load(args, "database_url"))
+    applied = asyncio.run(migrate(dsn))
+    if applied:
+        for name in applied:
+            print(f"applied {name}")
+    else:
+        print("schema is up to date")
+    return 0
+
+
+def _checked_manifest(path: str):  # type: ignore[no-untyped-def]
+    from proxy.routing.manifest import load_manifest
+    from proxy.routing.table import compile_module
+
+    manifest = load_manifest(path)
+    errors = []
+    for module in manifest.modules:
+        try:
+            compile_module(module)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ConfigError(f"{path}: " + "; ".join(errors))
+    return manifest
+
+
+def cmd_routes_check(args: argparse.Namespace) -> int:
+    manifest = _checked_manifest(args.file)
+    routes = sum(len(m.routes) for m in manifest.modules)
+    print(f"{args.file}: {len(manifest.modules)} modules, {routes} routes, no conflicts")
+    return 0
+
+
+def cmd_routes_apply(args: argparse.Namespace) -> int:
+    manifest = _checked_manifest(args.file)
+    dsn = _database_url(_load(args, "database_url"))
+
+    async def apply() -> list[str]:
+        import asyncpg
+
+        from proxy.store.routes import apply_manifest
+
+        try:
+            conn = await asyncpg.connect(dsn, timeout=10)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"cannot connect to Postgres: {exc}") from None
+        try:
+            results = await apply_manifest(conn, manifest)
+        finally:
+            await conn.close()
+        return [
+            f"module {r.module_id}: {r.upserted} routes upserted, {r.deactivated} deactivated"
+            for r in results
+        ]
+
+    for line in asyncio.run(apply()):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modgate",
+        description="API gateway and sidecar reverse proxy for module services.",
+    )
+    parser.add_argument("--version", action="version", version=f"modgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. With no database_url it serves the routes file "
+        "(embedded mode: no Postgres, no Redis needed).",
+        epilog=describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _settings_args(serve, *_SERVE_KEYS)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="create or upgrade the Postgres schema (idempotent)",
+        description="Apply pending schema migrations; re-running is a no-op.",
+    )
+    _settings_args(migrate, "database_url")
+    migrate.set_defaults(func=cmd_migrate)
+
+    routes = sub.add_parser("routes", help="register module routes from a YAML manifest")
+    routes_sub = routes.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
+    apply = routes_sub.add_parser(
+        "apply",
+        help="upsert a manifest's routes into Postgres",
+        description="Upsert every module's routes from the manifest in one transaction; a "
+        "module's routes missing from the manifest are deactivated. Gateways pick the change "
+        "up through NOTIFY.",
+    )
+    apply.add_argument("-f", "--file", required=True, metavar="FILE", help="manifest YAML")
+    _settings_args(apply, "database_url")
+    apply.set_defaults(func=cmd_routes_apply)
+    check = routes_sub.add_parser(
+        "check",
+        help="validate and compile a manifest without touching any database",
+    )
+    check.add_argument("-f", "--file", required=True, metavar="FILE", help="manifest YAML")
+    check.set_defaults(func=cmd_routes_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        code = func(args)
+    except ConfigError as exc:
+        print(f"modgate: error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except StoreError as exc:
+        print(f"modgate: error: {exc}", file=sys.stderr)
+        code = EXIT_DEPENDENCY
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

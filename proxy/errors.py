@@ -1,0 +1,130 @@
+"""One exception tree for modgate; each error knows the HTTP status and machine code it becomes.
+
+    ModgateError
+    ├── ConfigError                 bad settings or manifest, refused at start or reload (no status)
+    │   ├── ManifestError           a routes manifest that does not parse or validate
+    │   └── RouteConflictError      routes that cannot compile (ambiguous or malformed)
+    ├── StoreError                  Postgres failing; callers keep their last good state
+    └── GatewayError                anything that becomes a response to a client (status + code)
+        ├── BadRequest              400 bad_request
+        ├── ModuleNotFound          404 module_not_found
+        ├── RouteNotFound           404 route_not_found
+        ├── MethodNotAllowed        405 method_not_allowed (carries Allow)
+        ├── PayloadTooLarge         413 payload_too_large
+        ├── InternalError           500 internal_error
+        ├── HandlerNotImplemented   501 handler_not_implemented
+        ├── UpstreamUnavailable     502 upstream_unavailable
+        ├── ServiceUnavailable      503 service_unavailable
+        └── UpstreamTimeout         504 upstream_timeout
+
+Strategy: a GatewayError's message is written for clients and is the only text that reaches
+them; lower-layer exceptions are translated where they cross into the gateway
+(`raise UpstreamUnavailable() from exc`) and their text goes to logs only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ModgateError(Exception):
+    """Base of every error modgate raises on purpose."""
+
+
+class ConfigError(ModgateError):
+    """A setting, manifest or route definition that modgate refuses."""
+
+
+class ManifestError(ConfigError):
+    """A routes manifest that does not parse or validate; the message names the field."""
+
+
+class RouteConflictError(ConfigError):
+    """Routes that cannot be compiled into one unambiguous table."""
+
+
+class StoreError(ModgateError):
+    """The route/key store (Postgres) failed; callers keep serving their last good state."""
+
+
+class GatewayError(ModgateError):
+    """An error that becomes a JSON error response; `message` is safe to show a client."""
+
+    status: int = 500
+    code: str = "internal_error"
+    default_message: str = "Internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error carries (e.g. Allow)."""
+        return {}
+
+
+class BadRequest(GatewayError):
+    status = 400
+    code = "bad_request"
+    default_message = "Bad request"
+
+
+class ModuleNotFound(GatewayError):
+    status = 404
+    code = "module_not_found"
+    default_message = "Module not found"
+
+
+class RouteNotFound(GatewayError):
+    status = 404
+    code = "route_not_found"
+    default_message = "Endpoint not found"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    code = "method_not_allowed"
+    default_message = "Method not allowed"
+
+    def __init__(self, allowed: Iterable[str], message: str | None = None) -> None:
+        self.allowed = tuple(allowed)
+        super().__init__(message)
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)}
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "payload_too_large"
+    default_message = "Request body too large"
+
+
+class InternalError(GatewayError):
+    status = 500
+    code = "internal_error"
+    default_message = "Internal error"
+
+
+class HandlerNotImplemented(GatewayError):
+    status = 501
+    code = "handler_not_implemented"
+    default_message = "This route's handler type is not available on this gateway"
+
+
+class UpstreamUnavailable(GatewayError):
+    status = 502
+    code = "upstream_unavailable"
+    default_message = "Upstream unavailable"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    code = "service_unavailable"
+    default_message = "Service unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    code = "upstream_timeout"
+    default_message = "Upstream timed out"

@@ -1,0 +1,1 @@
+"""Routing: route definitions (`model`) and the path matcher that resolves requests (`matcher`)."""

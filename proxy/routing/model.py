@@ -1,0 +1,40 @@
+"""The route definitions as the seed's tables hold them: one `ModuleSpec` per module, one
+`RouteSpec` per `module_api_routes` row. Plain immutable data; compiled elsewhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+HANDLER_TYPES = ("function", "proxy", "static")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteSpec:
+    """One route, with the seed's column names and defaults."""
+
+    path: str
+    method: str
+    handler_type: str = "function"
+    handler_code: str | None = None
+    handler_url: str | None = None
+    requires_auth: bool = True
+    required_scopes: tuple[str, ...] = ()
+    rate_limit_per_minute: int | None = None
+    cache_ttl_seconds: int = 0
+    summary: str | None = None
+    description: str | None = None
+    request_schema: Any = None
+    response_schema: Any = None
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleSpec:
+    """A module: its id (a UUID), an optional URL alias, its default upstream and its routes."""
+
+    id: str
+    name: str | None = None
+    upstream: str | None = None
+    routes: tuple[RouteSpec, ...] = field(default_factory=tuple)

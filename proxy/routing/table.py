@@ -1,0 +1,143 @@
+"""A module's compiled route table: an immutable snapshot built once per (re)load.
+
+Everything a request needs from a route is precomputed here (the static body and its headers,
+the upstream URL pieces) so the hot path only matches and reads attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import orjson
+
+from proxy.errors import RouteConflictError
+from proxy.routing.matcher import Match, PathMatcher, normalize_template
+from proxy.routing.model import ModuleSpec, RouteSpec
+
+
+@dataclass(frozen=True, slots=True)
+class StaticBody:
+    """A `static` route's response: handler_code as the body, JSON when it parses as JSON."""
+
+    body: bytes
+    content_type: str
+
+    @classmethod
+    def from_code(cls, code: str) -> StaticBody:
+        body = code.encode()
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return cls(body, "text/plain; charset=utf-8")
+        return cls(body, "application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where a `proxy` route forwards.
+
+    `keep_path` (module upstream): the client's path after /api/modules/{id} is appended to
+    `base`. Otherwise (handler_url): `base` is the route's URL, whose `:name` and `*` path
+    segments are filled from the matched params. The client's query string is always appended.
+    """
+
+    base: str
+    keep_path: bool
+    placeholders: tuple[str, ...] = ()
+
+    def url_for(self, raw_path: str, query: str, params: dict[str, str]) -> str:
+        if self.keep_path:
+            url = self.base + raw_path
+        elif self.placeholders:
+            url = self.base.format(*[_encode_param(name, params) for name in self.placeholders])
+        else:
+            url = self.base
+        if query:
+            url += ("&" if "?" in url else "?") + query
+        return url
+
+    @classmethod
+    def for_handler_url(cls, handler_url: str) -> UpstreamTarget:
+        scheme, sep, rest = handler_url.partition("://")
+        authority, slash, path_and_query = rest.partition("/")
+        path, qmark, query = path_and_query.partition("?")
+        names: list[str] = []
+        segments: list[str] = []
+        for segment in path.split("/"):
+            if segment.startswith(":") or segment == "*":
+                names.append(segment.lstrip(":"))
+                segments.append("{}")
+            else:
+                segments.append(segment.replace("{", "{{").replace("}", "}}"))
+        if not names:
+            return cls(handler_url, keep_path=False)
+        escaped_query = query.replace("{", "{{").replace("}", "}}")
+        base = f"{scheme}{sep}{authority}{slash}{'/'.join(segments)}{qmark}{escaped_query}"
+        return cls(base, keep_path=False, placeholders=tuple(names))
+
+
+def _encode_param(name: str, params: dict[str, str]) -> str:
+    value = params.get(name, "")
+    return quote(value, safe="/" if name == "*" else "")
+
+
+class CompiledRoute:
+    """One route ready to serve: its spec, its template (for logs/metrics) and its target."""
+
+    __slots__ = ("spec", "static", "target", "template")
+
+    def __init__(self, spec: RouteSpec, module_upstream: str | None) -> None:
+        self.spec = spec
+        self.template = normalize_template(spec.path)
+        self.static: StaticBody | None = None
+        self.target: UpstreamTarget | None = None
+        if spec.handler_type == "static":
+            self.static = StaticBody.from_code(spec.handler_code or "")
+        elif spec.handler_type == "proxy":
+            if spec.handler_url:
+                self.target = UpstreamTarget.for_handler_url(spec.handler_url)
+            elif module_upstream:
+                self.target = UpstreamTarget(module_upstream.rstrip("/"), keep_path=True)
+            else:
+                raise RouteConflictError(
+                    f"{spec.method} {spec.path}: a proxy route needs handler_url "
+                    "or the module's upstream"
+                )
+
+    def __repr__(self) -> str:
+        return f"<CompiledRoute {self.spec.method} {self.template} {self.spec.handler_type}>"
+
+
+class ModuleTable:
+    """An immutable, versioned snapshot of one module's routes."""
+
+    __slots__ = ("id", "matcher", "name", "upstream", "version")
+
+    def __init__(self, spec: ModuleSpec, version: int) -> None:
+        self.id = spec.id
+        self.name = spec.name
+        self.upstream = spec.upstream
+        self.version = version
+        routes = [CompiledRoute(r, spec.upstream) for r in spec.routes]
+        self.matcher: PathMatcher[CompiledRoute] = PathMatcher.build(
+            (route.spec.path, route.spec.method, route) for route in routes
+        )
+
+    def match(self, raw_path: str, method: str) -> Match[CompiledRoute]:
+        return self.matcher.match(raw_path, method)
+
+    def __len__(self) -> int:
+        return len(self.matcher)
+
+    def __repr__(self) -> str:
+        label = f"{self.id} ({self.name})" if self.name else self.id
+        return f"<ModuleTable {label} v{self.version} routes={len(self)}>"
+
+
+def compile_module(spec: ModuleSpec, version: int = 0) -> ModuleTable:
+    """Compile a module's routes; RouteConflictError names the module and the conflict."""
+    try:
+        return ModuleTable(spec, version)
+    except RouteConflictError as exc:
+        raise RouteConflictError(f"module {spec.name or spec.id}: {exc}") from None

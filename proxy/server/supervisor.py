@@ -1,0 +1,100 @@
+"""`--workers N`: N worker processes share the public port with SO_REUSEPORT.
+
+The kernel spreads new connections across the workers' sockets. The supervisor starts no event
+loop of its own: it forwards SIGTERM/SIGINT/SIGHUP to the workers, restarts a worker that dies
+unexpectedly (with backoff), and gives up when a worker exits with the fatal code (bad config,
+port in use), because restarting would fail the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from proxy.server.worker import EXIT_FATAL, EXIT_OK, worker_main
+from proxy.settings import Settings
+from proxy.store.backoff import Backoff
+
+log = logging.getLogger("modgate.supervisor")
+
+# Past the grace period a worker gets this long to exit before it is killed.
+KILL_AFTER_GRACE_SECONDS = 5.0
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[BaseProcess] = []
+        self._stopping = False
+        self._backoff = Backoff(maximum=10.0, initial=0.5)
+
+    def _spawn(self) -> BaseProcess:
+        proc = self._ctx.Process(
+            target=worker_main, args=(self.settings, True), name="modgate-worker", daemon=False
+        )
+        proc.start()
+        return proc
+
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._stopping = True
+        for proc in self._workers:
+            if proc.pid is not None and proc.is_alive():
+                signal_to_send = signal.SIGHUP if signum == signal.SIGHUP else signal.SIGTERM
+                try:
+                    os.kill(proc.pid, signal_to_send)
+                except ProcessLookupError:
+                    pass
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._signal)
+        self._workers = [self._spawn() for _ in range(self.settings.workers)]
+        log.info("supervising %d workers", len(self._workers))
+        while not self._stopping:
+            time.sleep(0.2)
+            for i, proc in enumerate(self._workers):
+                if proc.is_alive() or self._stopping:
+                    continue
+                code = proc.exitcode
+                if code == EXIT_FATAL:
+                    log.error("worker exited with a fatal error; stopping")
+                    self._stopping = True
+                    self._drain()
+                    return EXIT_FATAL
+                delay = self._backoff.next_delay()
+                log.error(
+                    "worker %s exited with code %s; restarting in %.1fs", proc.pid, code, delay
+                )
+                time.sleep(delay)
+                if not self._stopping:
+                    self._workers[i] = self._spawn()
+        return self._drain()
+
+    def _drain(self) -> int:
+        deadline = (
+            time.monotonic() + self.settings.shutdown_grace_seconds + KILL_AFTER_GRACE_SECONDS
+        )
+        for proc in self._workers:
+            if proc.is_alive() and proc.pid is not None:
+                try:
+                    os.kill(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        code = EXIT_OK
+        for proc in self._workers:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.error("worker %s did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.join()
+                code = 1
+            elif proc.exitcode not in (EXIT_OK, -signal.SIGTERM) and code == EXIT_OK:
+                code = proc.exitcode or 1
+        return code

@@ -1,0 +1,110 @@
+"""One gateway worker process: serve both ports until SIGTERM, then drain and exit 0.
+
+Drain: on SIGTERM/SIGINT the worker reports not-ready, stops accepting new connections,
+lets in-flight requests finish for up to `shutdown_grace_seconds`, then closes what is left.
+SIGHUP reloads the route tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from proxy.errors import ConfigError
+from proxy.server.app import build_admin_app, build_public_app
+from proxy.server.gateway import Gateway
+from proxy.settings import Settings
+
+log = logging.getLogger("modgate.server")
+
+EXIT_OK = 0
+EXIT_FATAL = 2  # misconfiguration or port in use: restarting the worker will not help
+
+
+async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
+    gateway = Gateway(settings)
+    public = web.AppRunner(
+        build_public_app(gateway),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+        # A client that goes away cancels its handler, which closes the upstream request.
+        handler_cancellation=True,
+        # Request bodies are forwarded as sent, compressed or not.
+        auto_decompress=False,
+    )
+    admin = web.AppRunner(
+        build_admin_app(gateway), handle_signals=False, access_log=None, shutdown_timeout=1.0
+    )
+    try:
+        await public.setup()
+        await admin.setup()
+        host, port = settings.listen_host, settings.listen_port
+        await web.TCPSite(public, host, port, reuse_port=reuse_port, backlog=1024).start()
+        await web.TCPSite(
+            admin, settings.admin_host, settings.admin_port, reuse_port=reuse_port
+        ).start()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        await _cleanup(public, admin)
+        return EXIT_FATAL
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        await _cleanup(public, admin)
+        return EXIT_FATAL
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.source.request_reload)
+    log.info(
+        "modgate serving on http://%s:%d (admin http://%s:%d), routes from %s, mode %s",
+        host,
+        _bound_port(public) or port,
+        settings.admin_host,
+        _bound_port(admin) or settings.admin_port,
+        gateway.source.name,
+        settings.mode,
+    )
+    await stop.wait()
+    gateway.draining = True
+    log.info("draining in-flight requests (up to %.1fs)", settings.shutdown_grace_seconds)
+    await _cleanup(public, admin)
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def _cleanup(public: web.AppRunner, admin: web.AppRunner) -> None:
+    # Public first: its cleanup stops listening, waits for in-flight requests, then closes the
+    # gateway's resources; the admin port answers /readyz (503 draining) meanwhile.
+    await public.cleanup()
+    await admin.cleanup()
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    return None
+
+
+def run_worker(settings: Settings, reuse_port: bool = False) -> int:
+    """Run one worker to completion on uvloop; returns the process exit code."""
+    from proxy.observability.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        return asyncio.run(serve(settings, reuse_port=reuse_port))
+    return uvloop.run(serve(settings, reuse_port=reuse_port))
+
+
+def worker_main(settings: Settings, reuse_port: bool) -> None:
+    """Entry point of a child process started by the supervisor."""
+    sys.exit(run_worker(settings, reuse_port))

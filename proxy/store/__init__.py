@@ -1,0 +1,1 @@
+"""The Postgres store: schema migrations, route reads and manifest writes (asyncpg)."""

@@ -1,0 +1,82 @@
+"""The embedded default's route store: the routes manifest on disk, watched for changes.
+
+The file is checked every `poll_seconds` (stat: mtime, size, inode; following symlinks, so a
+Kubernetes ConfigMap's atomic symlink swap counts as a change) and on SIGHUP. A bad file at
+start is fatal (there is nothing to serve); a bad file later is logged and the last good
+tables keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+from proxy.errors import ConfigError
+from proxy.observability import metrics
+from proxy.routing.manifest import Manifest, load_manifest
+from proxy.routing.registry import RouteRegistry
+
+log = logging.getLogger("modgate.routes")
+
+
+class FileRouteSource:
+    name = "file"
+
+    def __init__(self, path: str, registry: RouteRegistry, *, poll_seconds: float) -> None:
+        self.path = path
+        self.registry = registry
+        self.poll_seconds = poll_seconds
+        self.manifest: Manifest | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+
+    async def start(self) -> None:
+        self._stamp = self._stat()
+        errors = self._load()
+        if errors:
+            raise ConfigError(f"{self.path}: " + "; ".join(errors))
+        self._task = asyncio.create_task(self._watch(), name="modgate-routes-file")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def request_reload(self) -> None:
+        self._stamp = None
+        self._wakeup.set()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _load(self) -> list[str]:
+        manifest = load_manifest(self.path)
+        errors = self.registry.replace_all(manifest.modules, source=self.name)
+        self.manifest = manifest
+        if not errors:
+            metrics.ROUTE_RELOADS.labels(source=self.name, result="ok").inc()
+        log.info("loaded %d modules from %s", len(manifest.modules), self.path)
+        return errors
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.poll_seconds)
+            self._wakeup.clear()
+            stamp = self._stat()
+            if stamp == self._stamp:
+                continue
+            self._stamp = stamp
+            try:
+                self._load()
+            except ConfigError as exc:
+                metrics.ROUTE_RELOADS.labels(source=self.name, result="error").inc()
+                log.error("routes file not reloaded, last good tables kept: %s", exc)

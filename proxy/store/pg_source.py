@@ -1,0 +1,186 @@
+"""Route tables from Postgres, kept current by LISTEN/NOTIFY.
+
+Strategy:
+- A dedicated connection LISTENs on `modgate_invalidate`; triggers on the route and module
+  tables send `routes:<module_id>` (and `all` on TRUNCATE), so any writer invalidates.
+- A notification queues its module; one reload task drains the queue, loading and compiling
+  only the queued modules, one batch at a time (so two reloads never race to install).
+- LISTEN hears nothing while disconnected, so every (re)connect LISTENs first and then does a
+  full reload: whatever committed in between is picked up.
+- A heartbeat query notices a connection that died silently (no FIN); `pg_terminate_backend`
+  and server restarts are noticed at once through the termination callback.
+- Failure never empties a table: the registry only changes after a successful load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from proxy.errors import StoreError
+from proxy.observability import metrics
+from proxy.routing.registry import RouteRegistry
+from proxy.store.backoff import Backoff
+from proxy.store.routes import load_modules
+
+log = logging.getLogger("modgate.store")
+
+CHANNEL = "modgate_invalidate"
+DEFAULT_HEARTBEAT_SECONDS = 5.0
+LISTENER_APPLICATION_NAME = "modgate-listen"
+POOL_APPLICATION_NAME = "modgate"
+_STORE_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, StoreError)
+
+
+class PostgresRouteSource:
+    name = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        registry: RouteRegistry,
+        *,
+        timeout: float,
+        pool_size: int,
+        reconnect_max_seconds: float,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.registry = registry
+        self._dsn = dsn
+        self._timeout = timeout
+        self._pool_size = pool_size
+        self._heartbeat_seconds = heartbeat_seconds
+        self._backoff = Backoff(maximum=reconnect_max_seconds, rng=rng)
+        self._retry = Backoff(maximum=reconnect_max_seconds, rng=rng)
+        self._pool: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[str] = set()
+        self._pending_all = False
+        self._wakeup = asyncio.Event()
+        self.connected = False
+
+    async def start(self) -> None:
+        # Not awaited: a gateway starts (and answers /healthz) while Postgres is still away;
+        # /readyz turns 200 when the first full load lands.
+        self._task = asyncio.create_task(self._run(), name="modgate-routes-postgres")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    def request_reload(self) -> None:
+        self._pending_all = True
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except _STORE_FAILURES as exc:
+                log.warning("postgres route store unavailable, serving last good tables: %s", exc)
+            finally:
+                self.connected = False
+                metrics.STORE_CONNECTED.set(0)
+            await asyncio.sleep(self._backoff.next_delay())
+            metrics.STORE_RECONNECTS.inc()
+
+    async def _session(self) -> None:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=0,
+                max_size=self._pool_size,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+                server_settings={"application_name": POOL_APPLICATION_NAME},
+            )
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=self._timeout,
+            server_settings={"application_name": LISTENER_APPLICATION_NAME},
+        )
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+            self._pending.clear()
+            self._pending_all = False
+            await self._reload_all()
+            self.connected = True
+            metrics.STORE_CONNECTED.set(1)
+            self._backoff.reset()
+            log.info("listening for route changes on %s", CHANNEL)
+            reloader = asyncio.create_task(self._reload_loop(), name="modgate-routes-reload")
+            try:
+                await self._heartbeat(conn, lost)
+            finally:
+                reloader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reloader
+        finally:
+            conn.terminate()
+
+    async def _heartbeat(self, conn: Any, lost: asyncio.Event) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), self._heartbeat_seconds)
+            if lost.is_set():
+                raise StoreError("LISTEN connection closed by the server")
+            await conn.fetchval("SELECT 1", timeout=self._timeout)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        kind, _, value = payload.partition(":")
+        if kind == "routes" and value:
+            self._pending.add(value)
+        elif kind == "all":
+            self._pending_all = True
+        else:
+            return  # key invalidations are the API-key cache's business
+        self._wakeup.set()
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            full, ids = self._pending_all, self._pending
+            self._pending_all, self._pending = False, set()
+            try:
+                if full:
+                    await self._reload_all()
+                elif ids:
+                    await self._reload_modules(ids)
+                self._retry.reset()
+            except _STORE_FAILURES as exc:
+                metrics.ROUTE_RELOADS.labels(source=self.name, result="error").inc()
+                log.warning("route reload failed, last good tables kept, retrying: %s", exc)
+                self._pending_all = self._pending_all or full
+                self._pending |= ids
+                await asyncio.sleep(self._retry.next_delay())
+                self._wakeup.set()
+
+    async def _reload_all(self) -> None:
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            specs = await load_modules(conn)
+        errors = self.registry.replace_all(specs, source=self.name)
+        metrics.ROUTE_RELOADS.labels(source=self.name, result="ok").inc()
+        log.info("loaded %d modules from postgres (%d not compiled)", len(specs), len(errors))
+
+    async def _reload_modules(self, ids: set[str]) -> None:
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            specs = await load_modules(conn, ids)
+        removed = ids - {spec.id for spec in specs}
+        self.registry.update(specs, removed, source=self.name)
+        metrics.ROUTE_RELOADS.labels(source=self.name, result="ok").inc()
+        log.debug("reloaded modules %s", ", ".join(sorted(ids)))

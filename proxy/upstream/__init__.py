@@ -1,0 +1,1 @@
+"""Forwarding to module upstreams: pooled keep-alive client, header rules, streamed bodies."""

@@ -1,0 +1,36 @@
+"""The upstream HTTP client: one pooled keep-alive session per gateway process."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from proxy.settings import Settings
+
+
+def create_session(settings: Settings) -> aiohttp.ClientSession:
+    """A session that forwards bytes as they are.
+
+    - No cookie jar: a Set-Cookie from one tenant's upstream must never be replayed on
+      another tenant's request.
+    - No automatic decompression or default headers: bodies and headers pass through unchanged.
+    - One connector pools keep-alive connections per (host, port, TLS) for every upstream.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=settings.upstream_max_connections,
+        limit_per_host=0,
+        keepalive_timeout=settings.upstream_keepalive_seconds,
+        ttl_dns_cache=60,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=settings.upstream_timeout,
+        connect=settings.upstream_connect_timeout,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        trust_env=False,
+        raise_for_status=False,
+    )

@@ -1,0 +1,169 @@
+"""Forward one request to an upstream and relay its response, streaming both bodies.
+
+Strategy: the request body is handed to the client session as a stream (the server's
+StreamReader, or a counting generator when the length is unknown and a limit applies), so a
+1 GB upload costs a few buffers, not 1 GB. Small upstream responses with a known length are
+read whole and sent in one write; everything else is relayed chunk by chunk as it arrives.
+
+Failure mapping, before the response has started: connect/read/total timeout -> 504, refused
+or broken connection -> 502, body over the limit -> 413. After the status line has been sent
+nothing can be mapped any more: the client's connection is cut so a truncated body never looks
+complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
+from proxy.observability import metrics
+from proxy.upstream.headers import RESPONSE_DROP, filter_headers
+
+log = logging.getLogger("modgate.upstream")
+
+# Responses up to this size (with a Content-Length) are read whole: one write instead of a loop.
+SMALL_RESPONSE_BYTES = 64 * 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class _BodyState:
+    __slots__ = ("limit", "too_large")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.too_large = False
+
+
+async def _counted(content: StreamReader, state: _BodyState) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in content.iter_any():
+        seen += len(chunk)
+        if seen > state.limit:
+            state.too_large = True
+            raise PayloadTooLarge(f"Request body exceeds {state.limit} bytes")
+        yield chunk
+
+
+def _request_body(
+    request: web.Request, state: _BodyState
+) -> StreamReader | AsyncIterator[bytes] | None:
+    if not request.body_exists:
+        return None
+    length = request.content_length
+    if length is not None:
+        # The HTTP parser never delivers more than Content-Length, so the header is the limit.
+        if state.limit and length > state.limit:
+            raise PayloadTooLarge(f"Request body exceeds {state.limit} bytes")
+        return request.content
+    if not state.limit:
+        return request.content
+    return _counted(request.content, state)
+
+
+async def forward(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: CIMultiDict[str],
+    *,
+    max_body_bytes: int,
+    request_id: str,
+) -> web.StreamResponse:
+    """Send `request` to `url` with `headers` and return the relayed response."""
+    state = _BodyState(max_body_bytes)
+    body = _request_body(request, state)
+    try:
+        upstream = await session.request(
+            request.method,
+            URL(url, encoded=True),
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+        )
+    except Exception as exc:
+        raise _translate(exc, state, url) from exc
+    try:
+        return await _relay(request, upstream, request_id, state, url)
+    finally:
+        upstream.release()
+
+
+async def _relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    request_id: str,
+    state: _BodyState,
+    url: str,
+) -> web.StreamResponse:
+    headers = filter_headers(upstream.headers, RESPONSE_DROP)
+    headers["X-Request-ID"] = request_id
+    length = upstream.content_length
+    if (
+        length is not None
+        and length <= SMALL_RESPONSE_BYTES
+        and request.method != "HEAD"
+        and upstream.status not in _NO_BODY_STATUSES
+    ):
+        try:
+            body = await upstream.read()
+        except Exception as exc:
+            raise _translate(exc, state, url) from exc
+        del headers["Content-Length"]
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, body=body, headers=headers
+        )
+
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    await response.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        metrics.UPSTREAM_ERRORS.labels(kind="broken_response").inc()
+        log.warning(
+            "upstream %s failed mid-response (%s); closing client connection",
+            _origin(url),
+            type(exc).__name__,
+        )
+        upstream.close()
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    except ConnectionResetError:
+        metrics.UPSTREAM_ERRORS.labels(kind="client_gone").inc()
+        upstream.close()
+        return response
+    await response.write_eof()
+    return response
+
+
+def _translate(exc: BaseException, state: _BodyState, url: str) -> Exception:
+    """Map a client-side failure to the error the caller sees; details go to the log only."""
+    if state.too_large:
+        metrics.UPSTREAM_ERRORS.labels(kind="body_too_large").inc()
+        return PayloadTooLarge(f"Request body exceeds {state.limit} bytes")
+    if isinstance(exc, PayloadTooLarge):
+        return exc
+    if isinstance(exc, TimeoutError):
+        metrics.UPSTREAM_ERRORS.labels(kind="timeout").inc()
+        log.warning("upstream %s timed out (%s)", _origin(url), type(exc).__name__)
+        return UpstreamTimeout()
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        metrics.UPSTREAM_ERRORS.labels(kind="connect").inc()
+        log.warning("upstream %s unavailable: %s", _origin(url), exc)
+        return UpstreamUnavailable()
+    log.exception("unexpected error forwarding to %s", _origin(url))
+    return UpstreamUnavailable()
+
+
+def _origin(url: str) -> str:
+    # Logs name the upstream, not the full URL: query strings may carry tokens.
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"

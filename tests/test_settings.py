@@ -1,0 +1,407 @@
+"""Settings: sources and precedence, exact error messages, masking, warnings, the example file.
+
+Every test passes `environ=` so the real environment (which may hold MODGATE_TEST_* for the
+database tests) never leaks in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from proxy import settings as settings_module
+from proxy.errors import ConfigError
+from proxy.settings import DEFAULTS, FIELDS, Settings, describe_settings, load_settings
+
+BAD_DIR = Path(__file__).parent / "settings_bad"
+EXAMPLE = Path(__file__).parent.parent / "config" / "gateway.yaml"
+
+
+def write_config(tmp_path: Path, data: object) -> str:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def error_of(**kwargs: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**kwargs)
+    return str(info.value)
+
+
+# -- defaults and the table
+
+
+def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the implicit config/gateway.yaml does not exist here: fine
+    settings = load_settings(environ={})
+    assert {name: getattr(settings, name) for name in Settings.field_names()} == dict(DEFAULTS)
+    assert settings.listen == "127.0.0.1:8080"
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 8080)
+    assert (settings.admin_host, settings.admin_port) == ("127.0.0.1", 9090)
+    assert settings.mode == "gateway"
+    assert settings.database_url is None and settings.redis_url is None
+    assert settings.workers == 1 and settings.max_body_bytes == 10_485_760
+    assert settings.warnings == ()
+
+
+def test_table_and_dataclass_agree() -> None:
+    attributes = tuple(f.name for f in dataclasses.fields(Settings))
+    assert attributes == (*Settings.field_names(), "warnings")
+    assert Settings.field_names() == tuple(DEFAULTS)
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.name)
+def test_every_default_passes_its_own_rule(field: settings_module.SettingField) -> None:
+    if field.default is None:
+        assert field.rule.optional
+    else:
+        assert field.rule.parse(field.default) == field.default
+
+
+def test_settings_is_frozen_with_slots() -> None:
+    settings = load_settings(config_path=str(EXAMPLE), environ={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.workers = 2  # type: ignore[misc]
+    assert not hasattr(settings, "__dict__")
+
+
+# -- sources and precedence
+
+
+def test_file_values(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        {
+            "listen": "0.0.0.0:8000",
+            "workers": 4,
+            "upstream_timeout": 12,  # an int where a float is wanted
+            "max_body_bytes": "1024",  # lenient: a numeric string in YAML
+            "log_level": "DEBUG",
+            "database_url": "postgresql://modgate@db/platform",
+        },
+    )
+    settings = load_settings(config_path=path, environ={})
+    assert settings.listen_host == "0.0.0.0" and settings.listen_port == 8000
+    assert settings.workers == 4
+    assert settings.upstream_timeout == 12.0 and isinstance(settings.upstream_timeout, float)
+    assert settings.max_body_bytes == 1024
+    assert settings.log_level == "debug"
+    assert settings.database_url == "postgresql://modgate@db/platform"
+    assert settings.redis_url is None
+
+
+def test_empty_file_means_defaults(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "# nothing set\n")
+    assert load_settings(config_path=path, environ={}) == load_settings(
+        config_path=str(EXAMPLE), environ={}
+    )
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"workers": 4, "log_format": "json", "mode": "gateway"})
+    env = {
+        "MODGATE_WORKERS": "8",
+        "MODGATE_UPSTREAM_TIMEOUT": "2.5",
+        "MODGATE_MODE": "Sidecar",
+        "MODGATE_SIDECAR_MODULE": "crm",
+        "PATH": "/usr/bin",  # not ours: no warning
+    }
+    settings = load_settings(config_path=path, environ=env)
+    assert settings.workers == 8
+    assert settings.upstream_timeout == 2.5
+    assert settings.log_format == "json"  # from the file, untouched by env
+    assert settings.mode == "sidecar" and settings.sidecar_module == "crm"
+    assert settings.warnings == ()
+
+
+def test_empty_env_value_unsets_an_optional_setting(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"redis_url": "redis://cache:6379/0"})
+    settings = load_settings(config_path=path, environ={"MODGATE_REDIS_URL": ""})
+    assert settings.redis_url is None
+
+
+def test_overrides_override_env(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"workers": 4, "listen": "127.0.0.1:7000"})
+    env = {"MODGATE_WORKERS": "8", "MODGATE_LISTEN": "127.0.0.1:7001"}
+    settings = load_settings(
+        config_path=path,
+        environ=env,
+        overrides={"workers": 16, "listen": "[::]:7002", "upstream_timeout": "3", "mode": None},
+    )
+    assert settings.workers == 16  # already typed
+    assert settings.upstream_timeout == 3.0  # a string, parsed like env
+    assert settings.listen == "[::]:7002" and settings.listen_host == "::"
+    assert settings.mode == "gateway"  # None = flag not given
+
+
+def test_unknown_override_is_refused() -> None:
+    message = error_of(config_path=str(EXAMPLE), environ={}, overrides={"wrokers": 2})
+    assert message == "unknown setting 'wrokers' in overrides (did you mean 'workers'?)"
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("0.0.0.0:8080", "0.0.0.0", 8080),
+        ("[::]:8080", "::", 8080),
+        ("[::1]:8080", "::1", 8080),
+        ("localhost:8080", "localhost", 8080),
+        ("gateway.internal:65535", "gateway.internal", 65535),
+        ("127.0.0.1:0", "127.0.0.1", 0),
+        (" 127.0.0.1:81 ", "127.0.0.1", 81),
+    ],
+)
+def test_listen_forms(text: str, host: str, port: int) -> None:
+    settings = load_settings(config_path=str(EXAMPLE), environ={"MODGATE_ADMIN_LISTEN": text})
+    assert (settings.admin_host, settings.admin_port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        *[(word, True) for word in ("true", "TRUE", "1", "yes", "Yes", " true ")],
+        *[(word, False) for word in ("false", "False", "0", "no", "NO")],
+        (True, True),
+        (False, False),
+        (1, True),
+        (0, False),
+    ],
+)
+def test_boolean_rule(text: object, expected: bool) -> None:
+    # No setting is a bool yet; the rule the first one will use is tested here directly.
+    assert settings_module._BOOLEAN.parse(text) is expected
+
+
+@pytest.mark.parametrize("text", ["maybe", "", "2", 2, None, 1.0])
+def test_boolean_rule_refuses(text: object) -> None:
+    with pytest.raises(ValueError):
+        settings_module._BOOLEAN.parse(text)
+
+
+# -- bad values: one exact message per field, from each source
+
+_LISTEN = "host:port (e.g. 127.0.0.1:8080)"
+BAD_VALUES: list[tuple[str, object, str]] = [
+    ("listen", "8080", _LISTEN),
+    ("listen", "localhost", _LISTEN),
+    ("listen", "127.0.0.1:65536", _LISTEN),
+    ("listen", "::1:8080", _LISTEN),
+    ("listen", "[nothost]:80", _LISTEN),
+    ("listen", ":8080", _LISTEN),
+    ("listen", "127.0.0.1:-1", _LISTEN),
+    ("listen", "127.0.0.1:http", _LISTEN),
+    ("listen", 8080, _LISTEN),
+    ("admin_listen", "nope", _LISTEN),
+    ("mode", "proxy", "one of gateway, sidecar"),
+    ("sidecar_module", 42, "a module id or name"),
+    ("database_url", "localhost:5432", "a postgres:// or postgresql:// URL"),
+    ("database_url", "mysql://app:pw@db/app", "a postgres:// or postgresql:// URL"),
+    ("redis_url", "http://cache:6379", "a redis://, rediss:// or unix:// URL"),
+    ("routes_file", "", "a file path"),
+    ("routes_file", 42, "a file path"),
+    ("routes_poll_seconds", "0", "a number > 0"),
+    ("routes_poll_seconds", "nan", "a number > 0"),
+    ("workers", "0", "an integer >= 1"),
+    ("workers", "abc", "an integer >= 1"),
+    ("workers", "1.5", "an integer >= 1"),
+    ("workers", True, "an integer >= 1"),
+    ("max_body_bytes", "-1", "an integer >= 0"),
+    ("upstream_connect_timeout", "0", "a number > 0"),
+    ("upstream_timeout", "-5", "a number > 0"),
+    ("upstream_timeout", "inf", "a number > 0"),
+    ("upstream_max_connections", "0", "an integer >= 1"),
+    ("upstream_keepalive_seconds", "0", "a number > 0"),
+    ("shutdown_grace_seconds", "-1", "a number >= 0"),
+    ("shutdown_grace_seconds", "soon", "a number >= 0"),
+    ("database_pool_size", "0", "an integer >= 1"),
+    ("database_timeout", "0", "a number > 0"),
+    ("database_reconnect_max_seconds", "0", "a number > 0"),
+    ("log_level", "verbose", "one of debug, info, warning, error"),
+    ("log_format", "xml", "one of text, json"),
+]
+
+
+def _shown(value: object) -> str:
+    # What the message quotes: secrets masked, like the real thing.
+    return repr(value.replace(":pw@", ":***@") if isinstance(value, str) else value)
+
+
+def test_every_field_has_a_bad_value_case() -> None:
+    assert {key for key, _, _ in BAD_VALUES} == set(Settings.field_names())
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), BAD_VALUES)
+def test_bad_value_from_file(tmp_path: Path, key: str, value: object, expected: str) -> None:
+    path = write_config(tmp_path, {key: value})
+    message = error_of(config_path=path, environ={})
+    assert message == f"{key}: expected {expected}, got {_shown(value)} (from {path})"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"), [case for case in BAD_VALUES if isinstance(case[1], str)]
+)
+def test_bad_value_from_env(key: str, value: str, expected: str) -> None:
+    var = "MODGATE_" + key.upper()
+    message = error_of(config_path=str(EXAMPLE), environ={var: value})
+    assert message == f"{key}: expected {expected}, got {_shown(value)} (from {var})"
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), BAD_VALUES)
+def test_bad_value_from_overrides(key: str, value: object, expected: str) -> None:
+    flag = "--" + key.replace("_", "-")
+    message = error_of(config_path=str(EXAMPLE), environ={}, overrides={key: value})
+    assert message == f"{key}: expected {expected}, got {_shown(value)} (from {flag})"
+
+
+def test_workers_example_message() -> None:
+    message = error_of(config_path=str(EXAMPLE), environ={"MODGATE_WORKERS": "abc"})
+    assert message == "workers: expected an integer >= 1, got 'abc' (from MODGATE_WORKERS)"
+
+
+def test_sidecar_needs_a_module_whatever_the_source() -> None:
+    message = error_of(config_path=str(EXAMPLE), environ={}, overrides={"mode": "sidecar"})
+    assert message == "sidecar_module: required when mode is sidecar"
+
+
+# -- the folder of bad config files, each with its expected message in its first line
+
+
+def _bad_files() -> list[Path]:
+    return sorted(BAD_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _bad_files(), ids=lambda p: p.stem)
+def test_bad_config_file(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    match = re.fullmatch(r"# expect: (.+)", first)
+    assert match, f"{path.name} must start with '# expect: <message>'"
+    message = error_of(config_path=str(path), environ={})
+    assert message == match[1].replace("{path}", str(path))
+
+
+def test_bad_config_folder_is_not_empty() -> None:
+    assert len(_bad_files()) >= 10
+
+
+# -- the config file path
+
+
+def test_explicit_missing_path_is_an_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "x.yaml")
+    assert error_of(config_path=missing, environ={}) == f"config file '{missing}' not found"
+
+
+def test_missing_path_from_env_is_an_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "x.yaml")
+    message = error_of(environ={"MODGATE_CONFIG": missing})
+    assert message == f"config file '{missing}' not found"
+
+
+def test_path_from_env_is_used(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"workers": 3})
+    assert load_settings(environ={"MODGATE_CONFIG": path}).workers == 3
+
+
+def test_argument_wins_over_env_path(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"workers": 3})
+    missing = str(tmp_path / "missing.yaml")
+    assert load_settings(config_path=path, environ={"MODGATE_CONFIG": missing}).workers == 3
+
+
+def test_implicit_default_path_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "gateway.yaml").write_text("workers: 5\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={}).workers == 5
+
+
+def test_unreadable_path_is_an_error(tmp_path: Path) -> None:
+    message = error_of(config_path=str(tmp_path), environ={})
+    assert message.startswith(f"config file '{tmp_path}': cannot read: ")
+
+
+def test_non_utf8_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("routes_file: caf\xe9.yaml\n".encode("latin-1"))
+    assert error_of(config_path=str(path), environ={}) == f"config file '{path}': not UTF-8 text"
+
+
+# -- warnings, repr, help text
+
+
+def test_unknown_env_vars_become_warnings() -> None:
+    env = {
+        "MODGATE_WOKERS": "4",
+        "MODGATE_SOMETHING_ELSE": "x",
+        "MODGATE_CONFIG": str(EXAMPLE),  # the path, not a setting: no warning
+        "HOME": "/root",
+    }
+    settings = load_settings(environ=env)
+    assert settings.workers == 1
+    assert settings.warnings == (
+        "ignoring unknown environment variable MODGATE_SOMETHING_ELSE",
+        "ignoring unknown environment variable MODGATE_WOKERS (did you mean MODGATE_WORKERS?)",
+    )
+
+
+def test_repr_masks_secrets() -> None:
+    settings = load_settings(
+        config_path=str(EXAMPLE),
+        environ={
+            "MODGATE_DATABASE_URL": "postgresql://user:s3cret@db:5432/platform",
+            "MODGATE_REDIS_URL": "rediss://default:hunter2@cache:6380/0?password=hunter2",
+        },
+    )
+    text = repr(settings)
+    assert "s3cret" not in text and "hunter2" not in text
+    assert "database_url='postgresql://user:***@db:5432/platform'" in text
+    assert "redis_url='rediss://default:***@cache:6380/0?password=***'" in text
+    assert settings.database_url == "postgresql://user:s3cret@db:5432/platform"  # value intact
+    assert str(settings) == text
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://user:pw@host/db", "postgresql://user:***@host/db"),
+        ("postgres://user@host/db", "postgres://user@host/db"),
+        ("postgresql://host:5432/db", "postgresql://host:5432/db"),
+        ("postgresql://u:p@ss@host/db", "postgresql://u:***@host/db"),
+        ("unix://:pw@/run/redis.sock", "unix://:***@/run/redis.sock"),
+        ("redis://cache:6379/0?password=pw&db=1", "redis://cache:6379/0?password=***&db=1"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert settings_module.mask_url(url) == masked
+
+
+def test_describe_settings_lists_every_key() -> None:
+    text = describe_settings()
+    for field in FIELDS:
+        default = "unset" if field.default is None else field.default
+        assert f"  {field.name}  ({field.env_var}, default: {default})" in text
+        assert field.doc in text
+
+
+# -- the example config documents every key with its default
+
+
+def test_example_config_loads_to_the_defaults() -> None:
+    settings = load_settings(config_path=str(EXAMPLE), environ={})
+    assert {name: getattr(settings, name) for name in Settings.field_names()} == dict(DEFAULTS)
+
+
+def test_example_config_lists_every_key_with_its_default() -> None:
+    documented: dict[str, object] = {}
+    for line in EXAMPLE.read_text().splitlines():
+        match = re.fullmatch(r"# ([a-z_]+):(.*)", line)
+        if match and match[1] in DEFAULTS:
+            assert match[1] not in documented, f"{match[1]} listed twice"
+            documented[match[1]] = yaml.safe_load(match[2] or "null")
+    assert documented == dict(DEFAULTS)
