@@ -15,10 +15,11 @@ Strategy:
     matching entry for that method. It backtracks only when a higher-precedence branch
     dead-ends (no matching node, or no entry for the method below it).
 
-    Cost: one dict lookup per path segment on the straight path; the number of routes never
-    enters. Backtracking is bounded by the trie's shape (at most three branches per level, and
-    depth at most the longest pattern), not by the route count. A 404/405 runs a second walk
-    that collects the methods of every matching slot, only on that error path.
+    Cost: a hit on the greedy branch (static, else param, at every segment) is one dict
+    lookup per segment, and `match` tries that branch first without recursion. Otherwise the
+    search visits each trie node at most once (an edge consumes one segment, so a node is only
+    ever reached at its own depth): at most 2**depth nodes, bounded by the path's depth, never
+    by the route count. A 404/405 walks once more to collect the Allow methods.
 
     Request paths are split on "/" before percent-decoding, so "%2F" stays inside a segment;
     segments without "%" skip decoding. Empty segments never match a static or a `:param`
@@ -87,10 +88,9 @@ def _parse(pattern: str) -> list[str]:
 class _Entry(Generic[T]):
     """One route as the trie stores it; `keys` names the captured values in path order."""
 
-    __slots__ = ("keys", "method", "payload", "template")
+    __slots__ = ("keys", "payload", "template")
 
-    def __init__(self, method: str, template: str, payload: T, keys: tuple[str, ...]) -> None:
-        self.method = method
+    def __init__(self, template: str, payload: T, keys: tuple[str, ...]) -> None:
         self.template = template
         self.payload = payload
         self.keys = keys
@@ -174,7 +174,7 @@ class PathMatcher(Generic[T]):
                     f"{method} {template} conflicts with {method} {earlier.template}: "
                     "both match the same paths with the same precedence"
                 )
-            slot[method] = _Entry(method, template, payload, tuple(keys))
+            slot[method] = _Entry(template, payload, tuple(keys))
             count += 1
         _alias_head(root)
         return cls(root, count)

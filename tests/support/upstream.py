@@ -24,7 +24,7 @@ def build_upstream(log: UpstreamLog) -> web.Application:
         try:
             async for chunk in request.content.iter_any():
                 size += len(chunk)
-        except Exception as exc:
+        except BaseException as exc:  # a cut connection cancels this handler
             log.body_errors.append(type(exc).__name__)
             raise
         finally:

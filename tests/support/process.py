@@ -1,0 +1,111 @@
+"""Run `modgate` as a user would: a real subprocess, driven over real sockets and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+MODGATE = str(Path(sys.executable).with_name("modgate"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServeProcess:
+    """`modgate serve` on free ports, with helpers to wait for readiness and stop it."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: str | None = None):
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.args = [
+            MODGATE, "serve", "--listen", f"127.0.0.1:{self.port}",
+            "--admin-listen", f"127.0.0.1:{self.admin_port}", *args,
+        ]
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    async def start(self, *, wait_ready: bool = True, timeout: float = 20) -> ServeProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.args, env=self.env, cwd=self.cwd,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        if wait_ready:
+            await self.wait_ready(timeout)
+        return self
+
+    async def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"modgate exited early:\n{await self.output()}")
+                try:
+                    async with session.get(f"{self.admin_url}/readyz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError("modgate did not become ready")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def output(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        if self.proc.returncode is None:
+            return ""
+        return (await self.proc.stdout.read()).decode()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Peak resident memory of a process (Linux), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None
+                  ) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        MODGATE, *args, env={**os.environ, **(env or {})}, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
