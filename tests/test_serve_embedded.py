@@ -20,8 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _write_routes(path: Path, upstream: str, extra: list[dict[str, Any]] | None = None) -> None:
     routes = [
-        {"path": "/hello", "method": "GET", "handler_type": "static",
-         "handler_code": '{"v": 1}', "requires_auth": False},
+        {
+            "path": "/hello",
+            "method": "GET",
+            "handler_type": "static",
+            "handler_code": '{"v": 1}',
+            "requires_auth": False,
+        },
         {"path": "/*", "method": "GET", "handler_type": "proxy"},
         {"path": "/*", "method": "POST", "handler_type": "proxy"},
         *(extra or []),
@@ -45,8 +50,11 @@ async def serve(tmp_path: Path, upstream: Any) -> Any:
 
     async def start(*args: str, **env: str) -> ServeProcess:
         proc = ServeProcess(
-            "--routes-file", str(routes), *args,
-            env={"MODGATE_ROUTES_POLL_SECONDS": "0.1", **env}, cwd=str(tmp_path),
+            "--routes-file",
+            str(routes),
+            *args,
+            env={"MODGATE_ROUTES_POLL_SECONDS": "0.1", **env},
+            cwd=str(tmp_path),
         )
         started.append(proc)
         return await proc.start()
@@ -89,9 +97,13 @@ async def test_file_change_reloads_and_bad_edit_keeps_last_good(
 ) -> None:
     proc = await serve()
     routes = tmp_path / "routes.yaml"
-    _write_routes(routes, upstream[0], [
-        {"path": "/new", "method": "GET", "handler_type": "static", "handler_code": '"new"'},
-    ])
+    _write_routes(
+        routes,
+        upstream[0],
+        [
+            {"path": "/new", "method": "GET", "handler_type": "static", "handler_code": '"new"'},
+        ],
+    )
     for _ in range(100):
         status, _ = await _get(f"{proc.url}/api/modules/crm/new")
         if status == 200:
@@ -107,9 +119,13 @@ async def test_file_change_reloads_and_bad_edit_keeps_last_good(
 async def test_sighup_reloads(serve: Any, tmp_path: Path, upstream: Any) -> None:
     proc = await serve("--config", str(tmp_path / "gw.yaml"), MODGATE_ROUTES_POLL_SECONDS="3600")
     routes = tmp_path / "routes.yaml"
-    _write_routes(routes, upstream[0], [
-        {"path": "/hup", "method": "GET", "handler_type": "static", "handler_code": "ok"},
-    ])
+    _write_routes(
+        routes,
+        upstream[0],
+        [
+            {"path": "/hup", "method": "GET", "handler_type": "static", "handler_code": "ok"},
+        ],
+    )
     proc.signal(signal.SIGHUP)
     for _ in range(100):
         async with aiohttp.ClientSession() as s, s.get(f"{proc.url}/api/modules/crm/hup") as r:
@@ -149,7 +165,7 @@ async def test_workers_share_the_port_and_stop_cleanly(serve: Any) -> None:
 async def test_big_upload_is_streamed_not_buffered(serve: Any, upstream: Any) -> None:
     proc = await serve("--workers", "1", MODGATE_MAX_BODY_BYTES="0")
     assert proc.proc is not None
-    size = 256 << 20
+    size = 1 << 30
 
     async def body() -> Any:
         block = b"m" * (1 << 20)

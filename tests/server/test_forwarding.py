@@ -282,7 +282,7 @@ async def test_upstream_dying_mid_response_cuts_the_client(gateway: Any) -> None
 async def test_client_disconnect_mid_body_aborts_upstream(gateway: Any, upstream: Any) -> None:
     _, log = upstream
     client = await gateway(max_body_bytes=0)
-    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(
         b"POST /api/modules/crm/upload HTTP/1.1\r\nHost: x\r\n"
         b"Content-Length: 10000000\r\n\r\n" + b"p" * 200_000

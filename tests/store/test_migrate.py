@@ -228,7 +228,9 @@ async def test_failed_migration_leaves_nothing_behind(blank_database: str) -> No
     conn = await asyncpg.connect(blank_database)
     try:
         good = Migration(1, "0001_good", "CREATE TABLE good (id int)")
-        bad = Migration(2, "0002_bad", "CREATE TABLE half (id int); SELECT no_such_column FROM good")
+        bad = Migration(
+            2, "0002_bad", "CREATE TABLE half (id int); SELECT no_such_column FROM good"
+        )
         with pytest.raises(StoreError) as caught:
             await apply_migrations(conn, [good, bad])
         assert str(caught.value).startswith("migration failed while applying 0002_bad: ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
@@ -24,7 +25,7 @@ SCHEMA = {
     "type": "object",
     "required": ["email"],
     "properties": {"email": {"type": "string"}, "tags": {"type": "array"}, "n": 1.5},
-    "description": "Kontakt – ünïcode",
+    "description": "Kontakt: ünïcode, 日本",
 }
 
 
@@ -114,17 +115,18 @@ async def test_reapplying_unchanged_manifest_writes_nothing(
 ) -> None:
     await apply_manifest(conn, manifest(crm(), booking()))
     before = await route_rows(conn, CRM)
-    received: list[str] = []
+    received: asyncio.Queue[str] = asyncio.Queue()
     listening = await asyncpg.connect(database)
     try:
-        await listening.add_listener(CHANNEL, lambda *args: received.append(args[3]))
+        await listening.add_listener(CHANNEL, lambda *args: received.put_nowait(args[3]))
         results = await apply_manifest(conn, manifest(crm(), booking()))
-        await listening.execute("SELECT 1")  # a round trip: pending notifications are read
+        # Delivery follows commit order: anything the apply caused arrives before this marker.
+        await conn.execute("SELECT pg_notify($1, 'mark')", CHANNEL)
+        assert await asyncio.wait_for(received.get(), 5) == "mark"
     finally:
         await listening.close()
     assert results == [ModuleApplyResult(CRM, 0, 0), ModuleApplyResult(BOOKING, 0, 0)]
     assert await route_rows(conn, CRM) == before
-    assert received == []
 
 
 async def test_removed_route_is_deactivated_then_revived(conn: asyncpg.Connection) -> None:

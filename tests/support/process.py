@@ -28,8 +28,13 @@ class ServeProcess:
         self.port = free_port()
         self.admin_port = free_port()
         self.args = [
-            MODGATE, "serve", "--listen", f"127.0.0.1:{self.port}",
-            "--admin-listen", f"127.0.0.1:{self.admin_port}", *args,
+            MODGATE,
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--admin-listen",
+            f"127.0.0.1:{self.admin_port}",
+            *args,
         ]
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
@@ -45,8 +50,11 @@ class ServeProcess:
 
     async def start(self, *, wait_ready: bool = True, timeout: float = 20) -> ServeProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            *self.args, env=self.env, cwd=self.cwd,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            *self.args,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         if wait_ready:
             await self.wait_ready(timeout)
@@ -100,11 +108,16 @@ def vm_hwm_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None, cwd: str | None = None
-                  ) -> tuple[int, str]:
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        MODGATE, *args, env={**os.environ, **(env or {})}, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        MODGATE,
+        *args,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
