@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from proxy import __version__
 from proxy.errors import ConfigError, StoreError
+from proxy.routing.manifest import Manifest, load_manifest
 from proxy.settings import Settings, describe_settings, load_settings
 
 EXIT_DEPENDENCY = 1
@@ -95,12 +96,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_manifest(path: str):  # type: ignore[no-untyped-def]
-    from proxy.routing.manifest import load_manifest
+def _checked_manifest(path: str) -> Manifest:
+    """Parse and compile every module, so a bad manifest never reaches the database."""
     from proxy.routing.table import compile_module
 
     manifest = load_manifest(path)
-    errors = []
+    errors: list[str] = []
     for module in manifest.modules:
         try:
             compile_module(module)

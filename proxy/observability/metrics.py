@@ -22,6 +22,7 @@ STORE_RECONNECTS = Counter(
 )
 UPSTREAM_ERRORS = Counter(
     "modgate_upstream_errors_total",
-    "Upstream failures by kind (connect, timeout, disconnect, body_too_large, client_gone).",
+    "Upstream failures by kind: unavailable (refused or dropped before a response), timeout,\n"
+    "body_too_large, broken_response (failed mid-body), client_gone.",
     ["kind"],
 )

@@ -6,10 +6,14 @@ from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy.errors import GatewayError
 from proxy.server.gateway import Gateway
 from proxy.server.pipeline import Pipeline
+from proxy.server.request_id import request_id_for
+from proxy.server.responses import error_response
 
 GATEWAY = web.AppKey("gateway", Gateway)
 PIPELINE = web.AppKey("pipeline", Pipeline)
@@ -41,19 +45,43 @@ def build_public_app(gateway: Gateway) -> web.Application:
     return app
 
 
+@web.middleware
+async def _admin_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own 404/405 on the admin port, in the error shape like everything else."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        request_id = request_id_for(request.headers.get("X-Request-ID"))
+        code = _ADMIN_CODES.get(exc.status, "bad_request")
+        return error_response(_AdminError(exc.status, code, exc.reason), request_id)
+
+
+class _AdminError(GatewayError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+_ADMIN_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 def build_admin_app(gateway: Gateway) -> web.Application:
     """/healthz (alive), /readyz (tables loaded, not draining), /metrics (Prometheus)."""
-    app = web.Application()
+    app = web.Application(middlewares=[_admin_errors])
     app[GATEWAY] = gateway
 
     async def healthz(_request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})
 
-    async def readyz(_request: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
         if gateway.ready:
             return _json(200, {"status": "ready", "route_table_version": gateway.registry.version})
         reason = "draining" if gateway.draining else "route tables not loaded yet"
-        return _json(503, {"error": reason, "code": "not_ready", "request_id": ""})
+        request_id = request_id_for(request.headers.get("X-Request-ID"))
+        return error_response(_AdminError(503, "not_ready", reason), request_id)
 
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -90,6 +90,9 @@ class PostgresRouteSource:
                 await self._session()
             except _STORE_FAILURES as exc:
                 log.warning("postgres route store unavailable, serving last good tables: %s", exc)
+            except Exception:
+                # A bug must not end the loop: the tables would go stale without a sound.
+                log.exception("postgres route store failed unexpectedly; reconnecting")
             finally:
                 self.connected = False
                 metrics.STORE_CONNECTED.set(0)
@@ -162,9 +165,12 @@ class PostgresRouteSource:
                 elif ids:
                     await self._reload_modules(ids)
                 self._retry.reset()
-            except _STORE_FAILURES as exc:
+            except Exception as exc:
                 metrics.ROUTE_RELOADS.labels(source=self.name, result="error").inc()
-                log.warning("route reload failed, last good tables kept, retrying: %s", exc)
+                if isinstance(exc, _STORE_FAILURES):
+                    log.warning("route reload failed, last good tables kept, retrying: %s", exc)
+                else:
+                    log.exception("route reload failed unexpectedly, last good tables kept")
                 self._pending_all = self._pending_all or full
                 self._pending |= ids
                 await asyncio.sleep(self._retry.next_delay())

@@ -156,7 +156,7 @@ def _translate(exc: BaseException, state: _BodyState, url: str) -> Exception:
         log.warning("upstream %s timed out (%s)", _origin(url), type(exc).__name__)
         return UpstreamTimeout()
     if isinstance(exc, aiohttp.ClientError | OSError):
-        metrics.UPSTREAM_ERRORS.labels(kind="connect").inc()
+        metrics.UPSTREAM_ERRORS.labels(kind="unavailable").inc()
         log.warning("upstream %s unavailable: %s", _origin(url), exc)
         return UpstreamUnavailable()
     log.exception("unexpected error forwarding to %s", _origin(url))
