@@ -16,6 +16,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -78,3 +79,13 @@ async def blank_database() -> AsyncIterator[str]:
     await _admin(f'CREATE DATABASE "{name}"')
     yield _with_database(PG_URL, name)
     await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> tuple[str, Any]:
+    """A running test upstream (tests/support/upstream.py): its base URL and what it saw."""
+    from tests.support.upstream import UpstreamLog, build_upstream
+
+    log = UpstreamLog()
+    server = await aiohttp_server(build_upstream(log))
+    return f"http://127.0.0.1:{server.port}", log

@@ -13,7 +13,6 @@ import yaml
 
 from tests.support.gateway import MODULE_ID
 from tests.support.process import ServeProcess, run_cli, vm_hwm_kib
-from tests.support.upstream import UpstreamLog, build_upstream
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,13 +32,6 @@ def _write_routes(path: Path, upstream: str, extra: list[dict[str, Any]] | None 
     ]
     data = {"modules": [{"id": MODULE_ID, "name": "crm", "upstream": upstream, "routes": routes}]}
     path.write_text(yaml.safe_dump(data))
-
-
-@pytest.fixture
-async def upstream(aiohttp_server: Any) -> tuple[str, UpstreamLog]:
-    log = UpstreamLog()
-    server = await aiohttp_server(build_upstream(log))
-    return f"http://127.0.0.1:{server.port}", log
 
 
 @pytest.fixture

@@ -10,14 +10,7 @@ import pytest
 from yarl import URL
 
 from tests.support.gateway import MODULE_ID, gateway_for, manifest
-from tests.support.upstream import UpstreamLog, build_upstream
-
-
-@pytest.fixture
-async def upstream(aiohttp_server: Any) -> tuple[str, UpstreamLog]:
-    log = UpstreamLog()
-    server = await aiohttp_server(build_upstream(log))
-    return f"http://127.0.0.1:{server.port}", log
+from tests.support.upstream import UpstreamLog
 
 
 @pytest.fixture
