@@ -1,0 +1,113 @@
+"""Compiled module tables: precomputed targets, and the registry's swap rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.errors import RouteConflictError
+from proxy.routing.model import ModuleSpec, RouteSpec
+from proxy.routing.registry import RouteRegistry
+from proxy.routing.table import StaticBody, UpstreamTarget, compile_module
+
+MODULE_ID = "6f1c2a9e-3b7d-4e2a-9c1f-0a5b8d7e4c21"
+OTHER_ID = "0b7e9a52-6a8f-4c55-9d6c-0cbbd3f1d2aa"
+
+
+def _route(path: str, method: str = "GET", **kw: object) -> RouteSpec:
+    kw.setdefault("handler_type", "static")
+    kw.setdefault("handler_code", "x")
+    return RouteSpec(path=path, method=method, **kw)  # type: ignore[arg-type]
+
+
+def test_static_body_content_type() -> None:
+    assert StaticBody.from_code('{"a": [1]}').content_type == "application/json"
+    assert StaticBody.from_code("42").content_type == "application/json"
+    assert StaticBody.from_code("hello").content_type == "text/plain; charset=utf-8"
+    assert StaticBody.from_code("héllo").body == "héllo".encode()
+
+
+@pytest.mark.parametrize(
+    ("handler_url", "params", "query", "expected"),
+    [
+        ("http://s/x", {}, "", "http://s/x"),
+        ("http://s/x", {}, "a=1", "http://s/x?a=1"),
+        ("http://s/x?k=v", {}, "a=1", "http://s/x?k=v&a=1"),
+        ("http://s/c/:id", {"id": "a b/c"}, "", "http://s/c/a%20b%2Fc"),
+        ("http://s/c/:id/f/*", {"id": "1", "*": "x/y z"}, "q", "http://s/c/1/f/x/y%20z?q"),
+        ("http://s/{braces}/:id", {"id": "7"}, "", "http://s/{braces}/7"),
+    ],
+)
+def test_handler_url_targets(
+    handler_url: str, params: dict[str, str], query: str, expected: str
+) -> None:
+    target = UpstreamTarget.for_handler_url(handler_url)
+    assert target.url_for("/ignored", query, params) == expected
+
+
+def test_module_upstream_keeps_the_raw_path() -> None:
+    spec = ModuleSpec(
+        id=MODULE_ID,
+        upstream="http://crm:8000/v1/",
+        routes=(_route("/c/*", handler_type="proxy", handler_code=None),),
+    )
+    table = compile_module(spec)
+    match = table.match("/c/a%2Fb", "GET")
+    assert match.payload.target is not None
+    assert match.payload.target.url_for("/c/a%2Fb", "x=1", match.params) == (
+        "http://crm:8000/v1/c/a%2Fb?x=1"
+    )
+    assert match.template == "/c/*"
+
+
+def test_proxy_without_any_target_does_not_compile() -> None:
+    spec = ModuleSpec(id=MODULE_ID, routes=(_route("/a", handler_type="proxy", handler_code=None),))
+    with pytest.raises(RouteConflictError, match="a proxy route needs handler_url"):
+        compile_module(spec)
+
+
+def test_conflict_message_names_the_module() -> None:
+    spec = ModuleSpec(id=MODULE_ID, name="crm", routes=(_route("/c/:id"), _route("/c/:cid")))
+    with pytest.raises(RouteConflictError) as info:
+        compile_module(spec)
+    assert str(info.value) == (
+        "module crm: GET /c/:cid conflicts with GET /c/:id: "
+        "both match the same paths with the same precedence"
+    )
+
+
+def test_registry_swaps_keeps_last_good_and_removes_only_on_success() -> None:
+    registry = RouteRegistry()
+    assert not registry.loaded and registry.lookup(MODULE_ID) is None
+    good = ModuleSpec(id=MODULE_ID, name="crm", routes=(_route("/a"),))
+    other = ModuleSpec(id=OTHER_ID, name="booking", routes=(_route("/b"),))
+    assert registry.replace_all([good, other], source="test") == []
+    assert registry.loaded
+    first = registry.lookup("crm")
+    assert first is not None and first is registry.lookup(MODULE_ID)
+
+    broken = ModuleSpec(id=MODULE_ID, name="crm", routes=(_route("/c/:id"), _route("/c/:x")))
+    errors = registry.update([broken], [], source="test")
+    assert len(errors) == 1 and "conflicts with" in errors[0]
+    assert registry.lookup("crm") is first  # last good table kept
+
+    changed = ModuleSpec(id=OTHER_ID, name="booking", routes=(_route("/b2"),))
+    registry.update([changed], [], source="test")
+    booking = registry.lookup("booking")
+    assert booking is not None and booking.match("/b2", "GET").template == "/b2"
+
+    registry.update([], [OTHER_ID], source="test")
+    assert registry.lookup("booking") is None and registry.lookup(OTHER_ID) is None
+
+    registry.replace_all([], source="test")
+    assert registry.lookup("crm") is None
+
+
+def test_alias_never_shadows_an_id() -> None:
+    registry = RouteRegistry()
+    a = ModuleSpec(id=MODULE_ID, name="crm", routes=(_route("/a"),))
+    b = ModuleSpec(id=OTHER_ID, name="crm", routes=(_route("/b"),))
+    registry.replace_all([a, b], source="test")
+    crm = registry.lookup("crm")
+    assert crm is not None and crm.id == MODULE_ID
+    other = registry.lookup(OTHER_ID)
+    assert other is not None and other.id == OTHER_ID
