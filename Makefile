@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench-matcher clean
+.PHONY: run test check lint typecheck bench-matcher bench-propagation clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,8 +26,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-bench-matcher: $(STAMP)
+bench-matcher: $(STAMP)  ## route match cost at 10, 10k and 100k routes
 	$(PY) bench/matcher_bench.py
+
+bench-propagation: $(STAMP)  ## commit-to-live latency across gateway processes (needs Postgres)
+	$(PY) bench/propagation_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
