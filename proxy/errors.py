@@ -7,6 +7,8 @@
     ├── StoreError                  Postgres failing; callers keep their last good state
     └── GatewayError                anything that becomes a response to a client (status + code)
         ├── BadRequest              400 bad_request
+        ├── Unauthorized            401 unauthorized (missing or invalid credentials)
+        ├── Forbidden               403 forbidden (valid credentials, not allowed here)
         ├── ModuleNotFound          404 module_not_found
         ├── RouteNotFound           404 route_not_found
         ├── MethodNotAllowed        405 method_not_allowed (carries Allow)
@@ -67,6 +69,25 @@ class BadRequest(GatewayError):
     status = 400
     code = "bad_request"
     default_message = "Bad request"
+
+
+class Unauthorized(GatewayError):
+    """Missing or invalid credentials. The message never says whether a key exists."""
+
+    status = 401
+    code = "unauthorized"
+    default_message = "Missing or invalid credentials"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="modgate"'}
+
+
+class Forbidden(GatewayError):
+    """Valid credentials that lack a scope, or are not allowed for this module, IP or origin."""
+
+    status = 403
+    code = "forbidden"
+    default_message = "Forbidden"
 
 
 class ModuleNotFound(GatewayError):

@@ -153,6 +153,41 @@ def _parse_bool(value: object) -> bool:
     raise ValueError(value)
 
 
+def _list(item: Callable[[str], str], expected: str) -> Rule:
+    """A list from YAML, or comma-separated text from the environment; stored as a tuple."""
+
+    def parse(value: object) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise TypeError(value)
+        out = []
+        for raw in items:
+            if not isinstance(raw, str) or not raw.strip():
+                raise ValueError(value)
+            out.append(item(raw.strip()))
+        return tuple(out)
+
+    return Rule(parse, expected)
+
+
+def _cidr(text: str) -> str:
+    return str(ipaddress.ip_network(text, strict=False))  # ValueError when malformed
+
+
+def _origin(text: str) -> str:
+    if text == "*" or re.fullmatch(r"https?://[^/?#\s]+", text):
+        return text
+    raise ValueError(text)
+
+
+def _scope(text: str) -> str:
+    if " " in text:
+        raise ValueError(text)
+    return text
+
+
 _ADDRESS = Rule(_parse_address, "host:port (e.g. 127.0.0.1:8080)")
 _BOOLEAN = Rule(_parse_bool, "true or false")
 
@@ -194,12 +229,47 @@ FIELDS: tuple[SettingField, ...] = (
                  "seconds per route or key query"),
     SettingField("database_reconnect_max_seconds", _number(0, inclusive=False), 10.0,
                  "cap of the LISTEN reconnect backoff"),
+    SettingField("trusted_proxies", _list(_cidr, "a list of CIDRs (e.g. 10.0.0.0/8)"), (),
+                 "peers whose X-Forwarded-For is believed for the client address (none)"),
+    SettingField("jwt_secret", _text("a secret", optional=True), None,
+                 "HS256 shared secret for Bearer JWTs"),
+    SettingField("jwt_public_key", _text("PEM text or a file path", optional=True), None,
+                 "RS256/ES256 public key for Bearer JWTs: the PEM text or a path to it"),
+    SettingField("jwks_url", _url("http", "https"), None,
+                 "JWKS endpoint for RS256/ES256 JWTs (keys chosen by kid)"),
+    SettingField("jwt_issuer", _text("an issuer", optional=True), None,
+                 "required iss claim (unset = not checked)"),
+    SettingField("jwt_audience", _text("an audience", optional=True), None,
+                 "required aud claim (unset = not checked)"),
+    SettingField("jwt_leeway_seconds", _number(0, inclusive=True), 30.0,
+                 "clock skew allowed on exp, nbf and iat"),
+    SettingField("jwt_site_claim", _text("a claim name"), "site_id",
+                 "claim that names the caller's site"),
+    SettingField("jwt_default_scopes", _list(_scope, "a list of scopes"), (),
+                 "scopes every valid JWT gets on top of its own (none: only what it carries)"),
+    SettingField("jwks_refresh_seconds", _number(0, inclusive=False), 30.0,
+                 "least time between JWKS fetches caused by an unknown kid"),
+    SettingField("key_cache_size", _integer(1), 100_000,
+                 "API-key records kept in memory per worker (least recently used evicted)"),
+    SettingField("key_negative_ttl_seconds", _number(0, inclusive=True), 60.0,
+                 "how long an unknown key hash is remembered as unknown"),
+    SettingField("key_lookup_budget_per_second", _number(0, inclusive=False), 50.0,
+                 "Postgres key lookups per second per worker while the key index is not loaded"),
+    SettingField("usage_flush_seconds", _number(0, inclusive=False), 5.0,
+                 "how often key usage (last_used_at, request_count) is written, batched"),
+    SettingField("cors_origins", _list(_origin, "a list of origins (https://app.example, *)"),
+                 (), "origins allowed to call from browsers; preflights answered by the gateway"),
+    SettingField("cors_max_age_seconds", _integer(0), 600,
+                 "how long browsers may cache a preflight answer"),
     SettingField("log_level", _choice("debug", "info", "warning", "error"), "info",
                  "least severe level logged (any case accepted)"),
     SettingField("log_format", _choice("text", "json"), "text",
                  "text for people, json for log collectors"),
 )
 # fmt: on
+
+# Never printed: repr and error messages show *** instead.
+SECRET_FIELDS = frozenset({"jwt_secret"})
 
 _BY_NAME: Mapping[str, SettingField] = {field.name: field for field in FIELDS}
 _BY_ENV: Mapping[str, SettingField] = {field.env_var: field for field in FIELDS}
@@ -228,6 +298,22 @@ class Settings:
     database_pool_size: int
     database_timeout: float
     database_reconnect_max_seconds: float
+    trusted_proxies: tuple[str, ...]
+    jwt_secret: str | None
+    jwt_public_key: str | None
+    jwks_url: str | None
+    jwt_issuer: str | None
+    jwt_audience: str | None
+    jwt_leeway_seconds: float
+    jwt_site_claim: str
+    jwt_default_scopes: tuple[str, ...]
+    jwks_refresh_seconds: float
+    key_cache_size: int
+    key_negative_ttl_seconds: float
+    key_lookup_budget_per_second: float
+    usage_flush_seconds: float
+    cors_origins: tuple[str, ...]
+    cors_max_age_seconds: int
     log_level: LogLevel
     log_format: LogFormat
     warnings: tuple[str, ...] = ()  # ignored MODGATE_* variables, for the caller to log
@@ -256,7 +342,7 @@ class Settings:
         return parse_address(self.admin_listen)[1]
 
     def __repr__(self) -> str:
-        parts = [f"{name}={_shown(getattr(self, name))!r}" for name in self.field_names()]
+        parts = [f"{name}={_shown(getattr(self, name), name)!r}" for name in self.field_names()]
         parts.append(f"warnings={self.warnings!r}")
         return f"Settings({', '.join(parts)})"
 
@@ -271,7 +357,9 @@ def mask_url(url: str) -> str:
     return _QUERY_PASSWORD_RE.sub(r"\1***", _URL_PASSWORD_RE.sub(r"\1:***@", url, count=1))
 
 
-def _shown(value: object) -> object:
+def _shown(value: object, name: str = "") -> object:
+    if name in SECRET_FIELDS and value:
+        return "***"
     return mask_url(value) if isinstance(value, str) else value
 
 
@@ -329,7 +417,8 @@ def _parse(field: SettingField, raw: object, source: str) -> object:
     try:
         return rule.parse(raw)
     except (ValueError, TypeError):
-        got = repr(_shown(raw))  # masked: a mistyped DSN still carries a real password
+        # masked: a mistyped DSN still carries a real password
+        got = repr(_shown(raw, field.name))
         message = f"{field.name}: expected {rule.expected}, got {got} (from {source})"
         raise ConfigError(message) from None
 

@@ -222,13 +222,34 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("database_pool_size", "0", "an integer >= 1"),
     ("database_timeout", "0", "a number > 0"),
     ("database_reconnect_max_seconds", "0", "a number > 0"),
+    ("trusted_proxies", "10.0.0.0/33", "a list of CIDRs (e.g. 10.0.0.0/8)"),
+    ("trusted_proxies", "not-an-ip", "a list of CIDRs (e.g. 10.0.0.0/8)"),
+    ("trusted_proxies", 10, "a list of CIDRs (e.g. 10.0.0.0/8)"),
+    ("jwt_secret", 42, "a secret"),
+    ("jwt_public_key", 42, "PEM text or a file path"),
+    ("jwks_url", "ftp://keys", "a http:// or https:// URL"),
+    ("jwt_issuer", 1, "an issuer"),
+    ("jwt_audience", 1, "an audience"),
+    ("jwt_leeway_seconds", "-1", "a number >= 0"),
+    ("jwt_site_claim", "", "a claim name"),
+    ("jwt_default_scopes", "read contacts", "a list of scopes"),
+    ("jwks_refresh_seconds", "0", "a number > 0"),
+    ("key_cache_size", "0", "an integer >= 1"),
+    ("key_negative_ttl_seconds", "-1", "a number >= 0"),
+    ("key_lookup_budget_per_second", "0", "a number > 0"),
+    ("usage_flush_seconds", "0", "a number > 0"),
+    ("cors_origins", "app.example.com", "a list of origins (https://app.example, *)"),
+    ("cors_origins", "https://app.example/path", "a list of origins (https://app.example, *)"),
+    ("cors_max_age_seconds", "-1", "an integer >= 0"),
     ("log_level", "verbose", "one of debug, info, warning, error"),
     ("log_format", "xml", "one of text, json"),
 ]
 
 
-def _shown(value: object) -> str:
+def _shown(value: object, key: str = "") -> str:
     # What the message quotes: secrets masked, like the real thing.
+    if key == "jwt_secret":
+        return "'***'"
     return repr(value.replace(":pw@", ":***@") if isinstance(value, str) else value)
 
 
@@ -240,7 +261,7 @@ def test_every_field_has_a_bad_value_case() -> None:
 def test_bad_value_from_file(tmp_path: Path, key: str, value: object, expected: str) -> None:
     path = write_config(tmp_path, {key: value})
     message = error_of(config_path=path, environ={})
-    assert message == f"{key}: expected {expected}, got {_shown(value)} (from {path})"
+    assert message == f"{key}: expected {expected}, got {_shown(value, key)} (from {path})"
 
 
 @pytest.mark.parametrize(
@@ -249,14 +270,14 @@ def test_bad_value_from_file(tmp_path: Path, key: str, value: object, expected: 
 def test_bad_value_from_env(key: str, value: str, expected: str) -> None:
     var = "MODGATE_" + key.upper()
     message = error_of(config_path=str(EXAMPLE), environ={var: value})
-    assert message == f"{key}: expected {expected}, got {_shown(value)} (from {var})"
+    assert message == f"{key}: expected {expected}, got {_shown(value, key)} (from {var})"
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), BAD_VALUES)
 def test_bad_value_from_overrides(key: str, value: object, expected: str) -> None:
     flag = "--" + key.replace("_", "-")
     message = error_of(config_path=str(EXAMPLE), environ={}, overrides={key: value})
-    assert message == f"{key}: expected {expected}, got {_shown(value)} (from {flag})"
+    assert message == f"{key}: expected {expected}, got {_shown(value, key)} (from {flag})"
 
 
 def test_workers_example_message() -> None:
@@ -403,5 +424,28 @@ def test_example_config_lists_every_key_with_its_default() -> None:
         match = re.fullmatch(r"# ([a-z_]+):(.*)", line)
         if match and match[1] in DEFAULTS:
             assert match[1] not in documented, f"{match[1]} listed twice"
-            documented[match[1]] = yaml.safe_load(match[2] or "null")
+            value = yaml.safe_load(match[2] or "null")
+            documented[match[1]] = tuple(value) if isinstance(value, list) else value
     assert documented == dict(DEFAULTS)
+
+
+def test_lists_from_env_and_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text("trusted_proxies: [10.0.0.0/8, '2001:db8::/32']\ncors_origins: ['*']\n")
+    settings = load_settings(
+        config, environ={"MODGATE_JWT_DEFAULT_SCOPES": "read:*, write:contacts"}
+    )
+    assert settings.trusted_proxies == ("10.0.0.0/8", "2001:db8::/32")
+    assert settings.cors_origins == ("*",)
+    assert settings.jwt_default_scopes == ("read:*", "write:contacts")
+    settings = load_settings(config, environ={"MODGATE_TRUSTED_PROXIES": "192.168.1.7"})
+    assert settings.trusted_proxies == ("192.168.1.7/32",)
+
+
+def test_jwt_secret_is_never_shown(tmp_path: Path) -> None:
+    settings = load_settings(
+        tmp_path / "none.yaml" if False else None, environ={"MODGATE_JWT_SECRET": "s3cret-value"}
+    )
+    assert settings.jwt_secret == "s3cret-value"
+    assert "s3cret-value" not in repr(settings)
+    assert "jwt_secret='***'" in repr(settings)

@@ -1,0 +1,1 @@
+"""Authentication and authorization: API keys, JWTs, scopes, client address, CORS."""
