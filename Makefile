@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench-matcher bench-propagation clean
+.PHONY: run test check lint typecheck bench-matcher bench-propagation bench-auth clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ typecheck: $(STAMP)
 
 bench-matcher: $(STAMP)  ## route match cost at 10, 10k and 100k routes
 	$(PY) bench/matcher_bench.py
+
+bench-auth: $(STAMP)  ## cost of authenticate + authorize per request, in µs
+	$(PY) bench/auth_bench.py
 
 bench-propagation: $(STAMP)  ## commit-to-live latency across gateway processes (needs Postgres)
 	$(PY) bench/propagation_bench.py

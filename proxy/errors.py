@@ -77,6 +77,12 @@ class Unauthorized(GatewayError):
     status = 401
     code = "unauthorized"
     default_message = "Missing or invalid credentials"
+    reason: str = "invalid"  # for logs and metrics only, never shown to the client
+
+    def __init__(self, message: str | None = None, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="modgate"'}

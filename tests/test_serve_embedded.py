@@ -30,6 +30,7 @@ def _write_routes(path: Path, upstream: str, extra: list[dict[str, Any]] | None 
         {"path": "/*", "method": "POST", "handler_type": "proxy"},
         *(extra or []),
     ]
+    routes = [{"requires_auth": False, **route} for route in routes]
     data = {"modules": [{"id": MODULE_ID, "name": "crm", "upstream": upstream, "routes": routes}]}
     path.write_text(yaml.safe_dump(data))
 

@@ -19,6 +19,8 @@ def _manifest(path: Path, body: str, *, extra: bool = True) -> None:
         routes.append(
             {"path": "/gone-later", "method": "GET", "handler_type": "static", "handler_code": "x"}
         )
+    for route in routes:
+        route["requires_auth"] = False
     data = {"modules": [{"id": MODULE_ID, "name": "crm", "routes": routes}]}
     path.write_text(yaml.safe_dump(data))
 
@@ -33,7 +35,10 @@ async def test_migrate_apply_serve_and_reapply(blank_database: str, tmp_path: Pa
     cwd = str(tmp_path)
 
     code, out = await run_cli("migrate", env=env, cwd=cwd)
-    assert (code, out.strip()) == (0, "applied 0001_initial")
+    assert (code, out.splitlines()) == (
+        0,
+        ["applied 0001_initial", "applied 0002_forward_credentials"],
+    )
     code, out = await run_cli("migrate", env=env, cwd=cwd)
     assert (code, out.strip()) == (0, "schema is up to date")
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from proxy import __version__
+from proxy.cli.keys import add_keys_commands
 from proxy.errors import ConfigError, StoreError
 from proxy.routing.manifest import Manifest, load_manifest
 from proxy.settings import Settings, describe_settings, load_settings
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("-f", "--file", required=True, metavar="FILE", help="manifest YAML")
     check.set_defaults(func=cmd_routes_check)
+    add_keys_commands(sub)
     return parser
 
 

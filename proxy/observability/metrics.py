@@ -26,3 +26,22 @@ UPSTREAM_ERRORS = Counter(
     "body_too_large, broken_response (failed mid-body), client_gone.",
     ["kind"],
 )
+KEY_LOOKUPS = Counter(
+    "modgate_api_key_lookups_total",
+    "API-key lookups by result: hit, negative_hit, unknown (not an indexed key, no query),\n"
+    "throttled (lookup budget spent), db_found, db_unknown, error.",
+    ["result"],
+)
+AUTH_FAILURES = Counter(
+    "modgate_auth_failures_total",
+    "Requests refused by authentication (401) or authorization (403), by reason.",
+    ["reason"],
+)
+USAGE_DROPPED = Counter(
+    "modgate_key_usage_dropped_total",
+    "Key usage counts dropped because too many distinct keys were pending a write.",
+)
+USAGE_FLUSH_FAILURES = Counter(
+    "modgate_key_usage_flush_failures_total",
+    "Batched key usage writes that failed (the counts are kept for the next flush).",
+)

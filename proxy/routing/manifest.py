@@ -234,6 +234,7 @@ _ROUTE_FIELDS: dict[str, _Check] = {
     "description": _text,
     "request_schema": _json_schema,
     "response_schema": _json_schema,
+    "forward_credentials": _bool,
 }
 
 

@@ -27,6 +27,8 @@ class RouteSpec:
     description: str | None = None
     request_schema: Any = None
     response_schema: Any = None
+    # modgate's own column (migration 0002): forward the caller's X-API-Key / Bearer token.
+    forward_credentials: bool = False
     id: str | None = None
 
 

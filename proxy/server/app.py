@@ -26,11 +26,14 @@ def build_public_app(gateway: Gateway) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
-        assert gateway.session is not None
+        assert gateway.session is not None and gateway.authenticator is not None
         settings = gateway.settings
         app[PIPELINE] = Pipeline(
             gateway.registry,
             gateway.session,
+            gateway.authenticator,
+            cors=gateway.cors,
+            addresses=gateway.addresses,
             max_body_bytes=settings.max_body_bytes,
             sidecar_module=settings.sidecar_module if settings.mode == "sidecar" else None,
         )

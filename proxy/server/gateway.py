@@ -1,29 +1,44 @@
-"""One gateway process's state: settings, route registry, route source, upstream session."""
+"""One gateway process's state: settings, route registry, key directory, the store feeding
+them, the authenticator, and the upstream session."""
 
 from __future__ import annotations
 
 import aiohttp
 
+from proxy.auth.authenticator import Authenticator
+from proxy.auth.client_address import ClientAddressResolver
+from proxy.auth.cors import CorsPolicy
+from proxy.auth.key_directory import KeyDirectory
+from proxy.auth.usage import UsageRecorder
 from proxy.routing.registry import RouteRegistry
 from proxy.settings import Settings
-from proxy.store.file_source import FileRouteSource
-from proxy.store.pg_source import PostgresRouteSource
-from proxy.store.source import RouteSource
+from proxy.store.file_source import FileSource
+from proxy.store.pg_source import PostgresSource
+from proxy.store.source import Source
 from proxy.upstream.client import create_session
 
 
-def source_for(settings: Settings, registry: RouteRegistry) -> RouteSource:
-    """Postgres when `database_url` is set, else the embedded routes file."""
+def source_for(settings: Settings, registry: RouteRegistry, keys: KeyDirectory) -> Source:
+    """Postgres when `database_url` is set, else the embedded manifest file."""
     if settings.database_url:
-        return PostgresRouteSource(
+        return PostgresSource(
             settings.database_url,
             registry,
+            keys,
             timeout=settings.database_timeout,
             pool_size=settings.database_pool_size,
             reconnect_max_seconds=settings.database_reconnect_max_seconds,
         )
-    return FileRouteSource(
-        settings.routes_file, registry, poll_seconds=settings.routes_poll_seconds
+    return FileSource(
+        settings.routes_file, registry, keys, poll_seconds=settings.routes_poll_seconds
+    )
+
+
+def key_directory_for(settings: Settings) -> KeyDirectory:
+    return KeyDirectory(
+        capacity=settings.key_cache_size,
+        negative_ttl=settings.key_negative_ttl_seconds,
+        lookup_budget_per_second=settings.key_lookup_budget_per_second,
     )
 
 
@@ -35,11 +50,21 @@ class Gateway:
         settings: Settings,
         *,
         registry: RouteRegistry | None = None,
-        source: RouteSource | None = None,
+        keys: KeyDirectory | None = None,
+        source: Source | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry or RouteRegistry()
-        self.source = source or source_for(settings, self.registry)
+        self.keys = keys or key_directory_for(settings)
+        self.source = source or source_for(settings, self.registry, self.keys)
+        self.usage: UsageRecorder | None = None
+        if isinstance(self.source, PostgresSource):
+            self.usage = UsageRecorder(
+                self.source.write_usage, interval=settings.usage_flush_seconds
+            )
+        self.cors = CorsPolicy(settings.cors_origins, max_age=settings.cors_max_age_seconds)
+        self.addresses = ClientAddressResolver(settings.trusted_proxies)
+        self.authenticator: Authenticator | None = None
         self.session: aiohttp.ClientSession | None = None
         self.draining = False
 
@@ -48,18 +73,31 @@ class Gateway:
         return self.registry.loaded and not self.draining
 
     async def start(self) -> None:
+        from proxy.auth.jwt import JwtVerifier
+
         self.session = create_session(self.settings)
+        session = self.session
+        jwt = JwtVerifier.from_settings(self.settings, lambda: session)
+        self.authenticator = Authenticator(self.keys, jwt, usage=self.usage)
         try:
             await self.source.start()
+            if jwt is not None:
+                await jwt.start()
+            if self.usage is not None:
+                await self.usage.start()
         except BaseException:
-            await self.session.close()
+            await self.stop()
             raise
 
     async def stop(self) -> None:
+        if self.usage is not None:
+            await self.usage.stop()  # flushes the last counts while the pool is still open
+        if self.authenticator is not None and self.authenticator.jwt is not None:
+            await self.authenticator.jwt.stop()
         await self.source.stop()
         if self.session is not None:
             await self.session.close()
 
     def __repr__(self) -> str:
         state = "draining" if self.draining else ("ready" if self.ready else "loading")
-        return f"<Gateway {self.source.name} {state} {self.registry!r}>"
+        return f"<Gateway {self.source.name} {state} {self.registry!r} {self.keys!r}>"

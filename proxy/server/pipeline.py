@@ -1,8 +1,11 @@
-"""The request pipeline, top to bottom: module -> route -> (auth, limits) -> dispatch.
+"""The request pipeline, top to bottom: module -> (CORS preflight) -> route -> authenticate
+-> authorize -> dispatch.
 
 Every step either returns what the next one needs or raises a GatewayError, which becomes the
-error shape in exactly one place (`handle`). Nothing here touches a database or a file: the
-route tables are in memory and swapped whole by the stores.
+error shape in exactly one place (`handle`). Headers every response must carry (X-Request-ID,
+CORS) are collected in one dict as the steps learn them and applied to whatever answers,
+success or error. Nothing here touches a database or a file: route tables and keys are in
+memory, refreshed by the stores.
 """
 
 from __future__ import annotations
@@ -12,8 +15,14 @@ from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
+from proxy.auth.authenticator import Authenticator, authorize
+from proxy.auth.client_address import ClientAddressResolver
+from proxy.auth.cors import CorsPolicy, is_preflight
+from proxy.auth.principal import Principal
 from proxy.errors import (
+    Forbidden,
     GatewayError,
     HandlerNotImplemented,
     InternalError,
@@ -37,37 +46,66 @@ MODULE_PREFIX = "/api/modules/"
 class Pipeline:
     """Serves the public port. `sidecar_module` set: that one module answers every path."""
 
-    __slots__ = ("max_body_bytes", "registry", "session", "sidecar_module")
+    __slots__ = (
+        "addresses", "auth", "cors", "max_body_bytes", "registry", "session", "sidecar_module",
+    )  # fmt: skip
 
     def __init__(
         self,
         registry: RouteRegistry,
         session: aiohttp.ClientSession,
+        auth: Authenticator,
         *,
+        cors: CorsPolicy,
+        addresses: ClientAddressResolver,
         max_body_bytes: int,
         sidecar_module: str | None = None,
     ) -> None:
         self.registry = registry
         self.session = session
+        self.auth = auth
+        self.cors = cors
+        self.addresses = addresses
         self.max_body_bytes = max_body_bytes
         self.sidecar_module = sidecar_module
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = request_id_for(request.headers.get("X-Request-ID"))
+        extra = {"X-Request-ID": request_id}
         try:
-            return await self._serve(request, request_id)
+            return await self._serve(request, request_id, extra)
         except GatewayError as err:
-            return error_response(err, request_id)
+            return error_response(err, request_id, extra)
         except Exception:
             log.exception("unhandled error serving %s (request %s)", request.method, request_id)
-            return error_response(InternalError(), request_id)
+            return error_response(InternalError(), request_id, extra)
 
-    async def _serve(self, request: web.Request, request_id: str) -> web.StreamResponse:
+    async def _serve(
+        self, request: web.Request, request_id: str, extra: dict[str, str]
+    ) -> web.StreamResponse:
+        headers = request.headers
         path, _, query = request.raw_path.partition("?")
         table, module_path = self._module_for(path)
+
+        origin = headers.get("Origin")
+        if origin is not None and self.cors.enabled:
+            preflight = is_preflight(
+                request.method, origin, headers.get("Access-Control-Request-Method")
+            )
+            if not self.cors.allows(origin):
+                if preflight:
+                    raise Forbidden("Origin not allowed")
+            elif preflight:
+                return self._preflight(table, module_path, origin, extra)
+            else:
+                extra.update(self.cors.response_headers(origin))
+
         match = table.match(module_path, request.method)
-        # Authentication, authorization and rate limiting slot in here (issues 3 and 4).
-        return await self._dispatch(request, table, match, module_path, query, request_id)
+        spec = match.payload.spec
+        principal = await self.auth.authenticate(headers, spec, query)
+        client_ip = self.addresses.resolve(request.remote, headers.get("X-Forwarded-For"))
+        authorize(principal, spec, table.id, client_ip, origin)
+        return await self._dispatch(request, table, match, module_path, query, principal, extra)
 
     def _module_for(self, path: str) -> tuple[ModuleTable, str]:
         """The module's table and the path after /api/modules/{id} (the whole path in sidecar)."""
@@ -90,6 +128,18 @@ class Pipeline:
             raise ServiceUnavailable("Route tables are not loaded yet")
         raise ModuleNotFound()
 
+    def _preflight(
+        self, table: ModuleTable, module_path: str, origin: str, extra: dict[str, str]
+    ) -> web.Response:
+        methods = table.matcher.allowed_methods(module_path)
+        if not methods:
+            raise RouteNotFound()
+        needs_auth = any(
+            table.match(module_path, m).payload.spec.requires_auth for m in methods if m != "HEAD"
+        )
+        extra.update(self.cors.preflight_headers(origin, (*methods, "OPTIONS"), needs_auth))
+        return web.Response(status=204, headers=extra)
+
     async def _dispatch(
         self,
         request: web.Request,
@@ -97,35 +147,44 @@ class Pipeline:
         match: Match[CompiledRoute],
         module_path: str,
         query: str,
-        request_id: str,
+        principal: Principal,
+        extra: dict[str, str],
     ) -> web.StreamResponse:
         route = match.payload
         static = route.static
         if static is not None:
-            return web.Response(
-                body=static.body,
-                headers={"Content-Type": static.content_type, "X-Request-ID": request_id},
-            )
+            extra["Content-Type"] = static.content_type
+            return web.Response(body=static.body, headers=extra)
         target = route.target
         if target is None:
             raise HandlerNotImplemented(
                 "Function handlers run in the handler pool, which this gateway does not have"
             )
         url = target.url_for(module_path, query, match.params)
-        headers = filter_headers(request.headers, REQUEST_DROP)
+        credential = principal.credential_header
+        keep_out = (credential,) if credential and not route.spec.forward_credentials else ()
+        headers = filter_headers(request.headers, REQUEST_DROP, keep_out)
         forwarded_for = request.headers.get("X-Forwarded-For")
         peer = request.remote or ""
         headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
         headers["X-Forwarded-Proto"] = request.scheme
         if request.host:
             headers["X-Forwarded-Host"] = request.host
-        headers["X-Request-ID"] = request_id
-        headers["X-Module-Id"] = table.id
+        headers["X-Request-ID"] = extra["X-Request-ID"]
+        _identity_headers(headers, table.id, principal)
         return await forward(
-            request,
-            self.session,
-            url,
-            headers,
-            max_body_bytes=self.max_body_bytes,
-            request_id=request_id,
+            request, self.session, url, headers, max_body_bytes=self.max_body_bytes, extra=extra
         )
+
+
+def _identity_headers(headers: CIMultiDict[str], module_id: str, who: Principal) -> None:
+    """Who is calling, for the module service; the client's own versions were stripped."""
+    headers["X-Module-Id"] = module_id
+    if who.site_id:
+        headers["X-Site-Id"] = who.site_id
+    if who.user_id and who.user_id.isprintable():
+        headers["X-User-Id"] = who.user_id
+    if who.api_key is not None:
+        headers["X-Api-Key-Id"] = who.api_key.record.id
+    if who.grants.scopes:
+        headers["X-Scopes"] = " ".join(who.grants.scopes)

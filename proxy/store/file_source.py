@@ -1,4 +1,4 @@
-"""The embedded default's route store: the routes manifest on disk, watched for changes.
+"""The embedded default's store: routes and API keys from the manifest on disk, watched.
 
 The file is checked every `poll_seconds` (stat: mtime, size, inode; following symlinks, so a
 Kubernetes ConfigMap's atomic symlink swap counts as a change) and on SIGHUP. A bad file at
@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 
+from proxy.auth.key_directory import KeyDirectory
+from proxy.auth.manifest_keys import records_from_manifest
 from proxy.errors import ConfigError
 from proxy.observability import metrics
 from proxy.routing.manifest import Manifest, load_manifest
@@ -21,12 +23,20 @@ from proxy.routing.registry import RouteRegistry
 log = logging.getLogger("modgate.routes")
 
 
-class FileRouteSource:
+class FileSource:
     name = "file"
 
-    def __init__(self, path: str, registry: RouteRegistry, *, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        path: str,
+        registry: RouteRegistry,
+        keys: KeyDirectory | None = None,
+        *,
+        poll_seconds: float,
+    ) -> None:
         self.path = path
         self.registry = registry
+        self.keys = keys
         self.poll_seconds = poll_seconds
         self.manifest: Manifest | None = None
         self._stamp: tuple[int, int, int] | None = None
@@ -59,11 +69,19 @@ class FileRouteSource:
 
     def _load(self) -> list[str]:
         manifest = load_manifest(self.path)
+        records = records_from_manifest(manifest.api_keys, self.path)  # all checked first
         errors = self.registry.replace_all(manifest.modules, source=self.name)
+        if self.keys is not None:
+            self.keys.install_all(records)
         self.manifest = manifest
         if not errors:
             metrics.ROUTE_RELOADS.labels(source=self.name, result="ok").inc()
-        log.info("loaded %d modules from %s", len(manifest.modules), self.path)
+        log.info(
+            "loaded %d modules and %d API keys from %s",
+            len(manifest.modules),
+            len(records),
+            self.path,
+        )
         return errors
 
     async def _watch(self) -> None:

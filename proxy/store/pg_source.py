@@ -1,12 +1,17 @@
-"""Route tables from Postgres, kept current by LISTEN/NOTIFY.
+"""Route tables and API keys from Postgres, kept current by LISTEN/NOTIFY.
+
+This is the gateway's only door to Postgres: route loads, the key index, key lookups for the
+KeyDirectory (it is the directory's loader) and batched usage writes all go through its pool.
 
 Strategy:
-- A dedicated connection LISTENs on `modgate_invalidate`; triggers on the route and module
-  tables send `routes:<module_id>` (and `all` on TRUNCATE), so any writer invalidates.
-- A notification queues its module; one reload task drains the queue, loading and compiling
-  only the queued modules, one batch at a time (so two reloads never race to install).
+- A dedicated connection LISTENs on `modgate_invalidate`; triggers send `routes:<module_id>`,
+  `key:<key_hash>` (and `all` on TRUNCATE), so any writer invalidates.
+- A notification queues its module or key; one reload task drains the queue, loading and
+  compiling only the queued modules and re-reading only the queued keys, one batch at a time
+  (so two reloads never race to install).
 - LISTEN hears nothing while disconnected, so every (re)connect LISTENs first and then does a
   full reload: whatever committed in between is picked up.
+- A full reload also reloads the index of active key hashes and empties the key cache.
 - A heartbeat query notices a connection that died silently (no FIN); `pg_terminate_backend`
   and server restarts are noticed at once through the termination callback.
 - Failure never empties a table: the registry only changes after a successful load.
@@ -19,16 +24,22 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
 
 import asyncpg
 
+from proxy.auth.api_keys import ApiKeyRecord
+from proxy.auth.key_directory import KeyDirectory
 from proxy.errors import StoreError
 from proxy.observability import metrics
 from proxy.routing.registry import RouteRegistry
 from proxy.store.backoff import Backoff
+from proxy.store.keys import fetch_active_key, load_active_key_hashes, record_usage
 from proxy.store.routes import load_modules
+
+T = TypeVar("T")
 
 log = logging.getLogger("modgate.store")
 
@@ -39,13 +50,14 @@ POOL_APPLICATION_NAME = "modgate"
 _STORE_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, StoreError)
 
 
-class PostgresRouteSource:
+class PostgresSource:
     name = "postgres"
 
     def __init__(
         self,
         dsn: str,
         registry: RouteRegistry,
+        keys: KeyDirectory | None = None,
         *,
         timeout: float,
         pool_size: int,
@@ -54,6 +66,9 @@ class PostgresRouteSource:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.registry = registry
+        self.keys = keys
+        if keys is not None:
+            keys.loader = self  # misses in the key cache are looked up through this pool
         self._dsn = dsn
         self._timeout = timeout
         self._pool_size = pool_size
@@ -63,6 +78,7 @@ class PostgresRouteSource:
         self._pool: Any = None
         self._task: asyncio.Task[None] | None = None
         self._pending: set[str] = set()
+        self._pending_keys: set[str] = set()
         self._pending_all = False
         self._wakeup = asyncio.Event()
         self.connected = False
@@ -84,6 +100,25 @@ class PostgresRouteSource:
     def request_reload(self) -> None:
         self._pending_all = True
         self._wakeup.set()
+
+    async def execute(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `work(connection)` on a pooled connection; StoreError when Postgres fails."""
+        if self._pool is None:
+            raise StoreError("not connected to Postgres yet")
+        try:
+            async with self._pool.acquire(timeout=self._timeout) as conn:
+                return await work(conn)
+        except _STORE_FAILURES as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"Postgres query failed: {exc}") from exc
+
+    async def fetch(self, key_hash: str) -> ApiKeyRecord | None:
+        """KeyLoader: the active row for this key hash."""
+        return await self.execute(lambda conn: fetch_active_key(conn, key_hash))
+
+    async def write_usage(self, usage: Mapping[str, tuple[int, datetime]]) -> None:
+        await self.execute(lambda conn: record_usage(conn, usage))
 
     async def _run(self) -> None:
         while True:
@@ -148,23 +183,28 @@ class PostgresRouteSource:
         kind, _, value = payload.partition(":")
         if kind == "routes" and value:
             self._pending.add(value)
+        elif kind == "key" and value:
+            self._pending_keys.add(value)
         elif kind == "all":
             self._pending_all = True
         else:
-            return  # key invalidations are the API-key cache's business
+            return
         self._wakeup.set()
 
     async def _reload_loop(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            full, ids = self._pending_all, self._pending
-            self._pending_all, self._pending = False, set()
+            full, ids, key_hashes = self._pending_all, self._pending, self._pending_keys
+            self._pending_all, self._pending, self._pending_keys = False, set(), set()
             try:
                 if full:
                     await self._reload_all()
-                elif ids:
-                    await self._reload_modules(ids)
+                else:
+                    if ids:
+                        await self._reload_modules(ids)
+                    if key_hashes:
+                        await self._reload_keys(key_hashes)
                 self._retry.reset()
             except Exception as exc:
                 metrics.ROUTE_RELOADS.labels(source=self.name, result="error").inc()
@@ -174,15 +214,32 @@ class PostgresRouteSource:
                     log.exception("route reload failed unexpectedly, last good tables kept")
                 self._pending_all = self._pending_all or full
                 self._pending |= ids
+                self._pending_keys |= key_hashes
                 await asyncio.sleep(self._retry.next_delay())
                 self._wakeup.set()
 
     async def _reload_all(self) -> None:
         async with self._pool.acquire(timeout=self._timeout) as conn:
             specs = await load_modules(conn)
+            hashes = await load_active_key_hashes(conn) if self.keys is not None else []
         errors = self.registry.replace_all(specs, source=self.name)
+        if self.keys is not None:
+            self.keys.set_index(hashes)
         metrics.ROUTE_RELOADS.labels(source=self.name, result="ok").inc()
-        log.info("loaded %d modules from postgres (%d not compiled)", len(specs), len(errors))
+        log.info(
+            "loaded %d modules (%d not compiled) and an index of %d active keys from postgres",
+            len(specs),
+            len(errors),
+            len(hashes),
+        )
+
+    async def _reload_keys(self, key_hashes: set[str]) -> None:
+        assert self.keys is not None
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            records = {h: await fetch_active_key(conn, h) for h in key_hashes}
+        for key_hash, record in records.items():
+            self.keys.put(key_hash, record)
+        log.debug("refreshed %d API keys", len(records))
 
     async def _reload_modules(self, ids: set[str]) -> None:
         started = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 
-class RouteSource(Protocol):
+class Source(Protocol):
     """Keeps a RouteRegistry filled from somewhere (a YAML file or Postgres)."""
 
     name: str

@@ -74,9 +74,10 @@ async def forward(
     headers: CIMultiDict[str],
     *,
     max_body_bytes: int,
-    request_id: str,
+    extra: dict[str, str],
 ) -> web.StreamResponse:
-    """Send `request` to `url` with `headers` and return the relayed response."""
+    """Send `request` to `url` with `headers` and return the relayed response, with the
+    gateway's own response headers (`extra`: X-Request-ID, CORS) applied."""
     state = _BodyState(max_body_bytes)
     body = _request_body(request, state)
     try:
@@ -90,7 +91,7 @@ async def forward(
     except Exception as exc:
         raise _translate(exc, state, url) from exc
     try:
-        return await _relay(request, upstream, request_id, state, url)
+        return await _relay(request, upstream, extra, state, url)
     finally:
         upstream.release()
 
@@ -98,12 +99,11 @@ async def forward(
 async def _relay(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
-    request_id: str,
+    extra: dict[str, str],
     state: _BodyState,
     url: str,
 ) -> web.StreamResponse:
-    headers = filter_headers(upstream.headers, RESPONSE_DROP)
-    headers["X-Request-ID"] = request_id
+    headers = _response_headers(upstream, extra)
     length = upstream.content_length
     if (
         length is not None
@@ -142,6 +142,19 @@ async def _relay(
         return response
     await response.write_eof()
     return response
+
+
+def _response_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> CIMultiDict[str]:
+    headers = filter_headers(upstream.headers, RESPONSE_DROP)
+    if "Access-Control-Allow-Origin" in extra:
+        # The gateway answers CORS; an upstream's own Access-Control-* would contradict it.
+        for name in [n for n in headers if n.lower().startswith("access-control-")]:
+            del headers[name]
+        vary = headers.get("Vary")
+        if vary and "origin" not in vary.lower():
+            extra = {**extra, "Vary": f"{vary}, Origin"}
+    headers.update(extra)
+    return headers
 
 
 def _translate(exc: BaseException, state: _BodyState, url: str) -> Exception:

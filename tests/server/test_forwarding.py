@@ -87,7 +87,9 @@ async def test_proxy_keeps_path_and_query_and_sets_forwarded_headers(gateway: An
     assert h["x-forwarded-host"] == [f"127.0.0.1:{client.port}"]
     assert h["x-module-id"] == [MODULE_ID]
     assert h["x-custom"] == ["kept"]
-    for identity in ("x-user-id", "x-scopes", "x-site-id", "x-api-key-id"):
+    # Anonymous caller: the gateway's own identity headers only, never the client's.
+    assert h["x-scopes"] == ["read:*"]
+    for identity in ("x-user-id", "x-site-id", "x-api-key-id"):
         assert identity not in h
 
 

@@ -15,7 +15,7 @@ from proxy.routing.registry import RouteRegistry
 from proxy.server.app import build_public_app
 from proxy.server.gateway import Gateway
 from proxy.settings import load_settings
-from proxy.store.pg_source import PostgresRouteSource
+from proxy.store.pg_source import PostgresSource
 from proxy.store.routes import apply_manifest
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateway import MODULE_ID
@@ -24,7 +24,13 @@ OTHER_ID = "0b7e9a52-6a8f-4c55-9d6c-0cbbd3f1d2aa"
 
 
 def _static(path: str, body: str, method: str = "GET") -> dict[str, Any]:
-    return {"path": path, "method": method, "handler_type": "static", "handler_code": body}
+    return {
+        "path": path,
+        "method": method,
+        "handler_type": "static",
+        "handler_code": body,
+        "requires_auth": False,
+    }
 
 
 async def _seed(dsn: str) -> None:
@@ -57,7 +63,7 @@ def start_gateway(aiohttp_client: Any, tmp_path: Any) -> Any:
             str(tmp_path / "gw.yaml"), environ={}, overrides={"database_url": dsn}
         )
         registry = RouteRegistry()
-        source = PostgresRouteSource(
+        source = PostgresSource(
             dsn,
             registry,
             timeout=timeout,
@@ -168,8 +174,9 @@ async def test_conflicting_row_keeps_last_good_table(database: str, start_gatewa
     try:
         # Same shape as /contacts/:id, same method: the module cannot compile.
         await writer.execute(
-            "INSERT INTO module_api_routes (module_id, path, method, handler_type, handler_code)"
-            " VALUES ($1, '/contacts/:cid', 'GET', 'static', '\"dup\"')",
+            "INSERT INTO module_api_routes"
+            " (module_id, path, method, handler_type, handler_code, requires_auth)"
+            " VALUES ($1, '/contacts/:cid', 'GET', 'static', '\"dup\"', false)",
             MODULE_ID,
         )
         await writer.execute(

@@ -164,13 +164,16 @@ async def listener(database: str, conn: asyncpg.Connection) -> AsyncIterator[Lis
 # -- migrate --------------------------------------------------------------------------------
 
 
-async def test_blank_database_gets_0001_once(blank_database: str) -> None:
-    assert await migrate(blank_database) == ["0001_initial"]
+ALL_MIGRATIONS = ["0001_initial", "0002_forward_credentials"]
+
+
+async def test_blank_database_gets_every_migration_once(blank_database: str) -> None:
+    assert await migrate(blank_database) == ALL_MIGRATIONS
     assert await migrate(blank_database) == []
     conn = await asyncpg.connect(blank_database)
     try:
-        rows = await conn.fetch("SELECT version, name FROM modgate_schema_migrations")
-        assert [tuple(r) for r in rows] == [(1, "0001_initial")]
+        rows = await conn.fetch("SELECT version, name FROM modgate_schema_migrations ORDER BY 1")
+        assert [tuple(r) for r in rows] == [(1, "0001_initial"), (2, "0002_forward_credentials")]
         assert {
             "module_api_keys",
             "module_api_routes",
@@ -184,10 +187,11 @@ async def test_blank_database_gets_0001_once(blank_database: str) -> None:
 
 async def test_concurrent_migrations_apply_once(blank_database: str) -> None:
     results = await asyncio.gather(*(migrate(blank_database) for _ in range(4)))
-    assert sorted(results) == [[], [], [], ["0001_initial"]]
+    # Each file is applied exactly once, whichever caller got there first.
+    assert sorted(name for applied in results for name in applied) == ALL_MIGRATIONS
     conn = await asyncpg.connect(blank_database)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM modgate_schema_migrations") == 1
+        assert await conn.fetchval("SELECT count(*) FROM modgate_schema_migrations") == 2
     finally:
         await conn.close()
 
@@ -202,7 +206,7 @@ async def test_database_with_the_seeds_tables(blank_database: str) -> None:
         await conn.execute(SEED_SQL)
         module_id = new_id()
         route_id = await conn.fetchval(INSERT_ROUTE, module_id, "/contacts", "GET")
-        assert await migrate(blank_database) == ["0001_initial"]
+        assert await migrate(blank_database) == ALL_MIGRATIONS
         # Existing rows survive, existing tables gain the triggers, modgate's table is added.
         assert await conn.fetchval("SELECT module_id::text FROM module_api_routes") == module_id
         assert "modgate_modules" in await tables(conn)

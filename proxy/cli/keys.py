@@ -1,0 +1,363 @@
+"""`modgate keys create|list|revoke|update`: API keys in Postgres, from the command line.
+
+The key itself is printed once, by `create`, and is stored nowhere; every other output shows
+the prefix (its first 12 characters) and never the hash. Exit codes are those of `modgate`:
+0 success, 1 Postgres failed or the key does not exist, 2 bad usage or a bad value (one line
+naming the flag).
+
+Strategy for flags: numbers are taken as text and checked here, and every other value by
+proxy.store.keys, so a bad value yields one `modgate: error: --flag: ...` line rather than
+argparse's usage dump; store errors name parameters, which `_FLAGS` maps back to flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from proxy.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from proxy.store.keys import KeySummary
+
+EXIT_NOT_FOUND = 1
+
+T = TypeVar("T")
+
+_FLAGS = {
+    "module_id": "--module",
+    "site_id": "--site",
+    "agency_id": "--agency",
+    "name": "--name",
+    "scopes": "--scope",
+    "expires_in_days": "--expires-in-days",
+    "expires_at": "--expires-in-days",
+    "rate_limit_per_minute": "--rate-limit-per-minute",
+    "rate_limit_per_day": "--rate-limit-per-day",
+    "allowed_ips": "--allowed-ip",
+    "allowed_origins": "--allowed-origin",
+    "created_by": "--created-by",
+    "revoked_by": "--by",
+    "key_id": "KEY_ID",
+}
+
+_NO_SCOPES_HELP = (
+    "; a key without scopes can call only routes that require none (unlike the seed, there "
+    "is no default '*')"
+)
+
+
+def add_keys_commands(sub: Any) -> None:
+    """Register `keys` and its actions on `modgate`'s subparsers."""
+    from proxy.cli.main import _settings_args
+
+    keys = sub.add_parser(
+        "keys",
+        help="create, list, revoke and update API keys in Postgres",
+        description="Manage module API keys (module_api_keys). Gateways pick changes up "
+        "through NOTIFY. Exit codes: 0 ok, 1 no such key or Postgres failed, 2 bad usage.",
+    )
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+
+    create = actions.add_parser(
+        "create",
+        help="create a key and print it once",
+        description="Create an API key for one module and site. The key is printed once and "
+        "cannot be shown again: only its prefix and SHA-256 hash are stored.",
+    )
+    create.add_argument("--module", required=True, metavar="UUID", help="module id")
+    create.add_argument("--site", required=True, metavar="UUID", help="site id")
+    create.add_argument("--agency", required=True, metavar="UUID", help="agency id")
+    create.add_argument("--name", required=True, metavar="TEXT", help="a name for people")
+    _limit_args(create, default=True)
+    create.add_argument("--created-by", metavar="UUID", help="user id recorded as creator")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.set_defaults(func=cmd_create)
+
+    listing = actions.add_parser(
+        "list",
+        help="list keys (prefix, never the key or its hash)",
+        description="List keys, newest first. Revoked keys are hidden unless --all.",
+    )
+    listing.add_argument("--module", metavar="UUID", help="only this module's keys")
+    listing.add_argument("--site", metavar="UUID", help="only this site's keys")
+    listing.add_argument("--all", action="store_true", help="include revoked keys")
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    listing.set_defaults(func=cmd_list)
+
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a key (exit 1 if there is no unrevoked key with this id)",
+        description="Deactivate a key and record when and by whom. Revoking a revoked or "
+        "unknown key changes nothing and exits 1.",
+    )
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the key's id (see `keys list`)")
+    revoke.add_argument("--by", metavar="UUID", help="user id recorded as revoker")
+    revoke.set_defaults(func=cmd_revoke)
+
+    update = actions.add_parser(
+        "update",
+        help="change a key's name, scopes, limits, restrictions or expiry",
+        description="Change only the given settings; list flags replace the whole list. "
+        "Exit 1 if there is no key with this id.",
+    )
+    update.add_argument("key_id", metavar="KEY_ID", help="the key's id (see `keys list`)")
+    update.add_argument("--name", metavar="TEXT", help="a new name")
+    _limit_args(update, default=False)
+    for flag, what in (
+        ("scopes", "scopes"),
+        ("allowed-ips", "IP restrictions (any address may call)"),
+        ("allowed-origins", "origin restrictions (any origin may call)"),
+    ):
+        update.add_argument(f"--clear-{flag}", action="store_true", help=f"remove all {what}")
+    update.add_argument("--no-expiry", action="store_true", help="make the key never expire")
+    update.set_defaults(func=cmd_update)
+
+    for parser in (create, listing, revoke, update):
+        _settings_args(parser, "database_url")
+
+
+def _limit_args(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """The flags `create` and `update` share; `update` leaves an absent one unchanged."""
+    replaces = "" if default else "; replaces the current list"
+    parser.add_argument(
+        "--scope",
+        action="append",
+        metavar="S",
+        help=f"a scope the key grants (repeatable{replaces}){_NO_SCOPES_HELP}",
+    )
+    parser.add_argument(
+        "--expires-in-days",
+        metavar="N",
+        help="expire N days from now" + ("" if default else " (replaces the expiry)"),
+    )
+    for unit, fallback in (("minute", 60), ("day", 10000)):
+        parser.add_argument(
+            f"--rate-limit-per-{unit}",
+            metavar="N",
+            help=f"requests per {unit}" + (f" (default {fallback})" if default else ""),
+        )
+    parser.add_argument(
+        "--allowed-ip",
+        action="append",
+        metavar="IP_OR_CIDR",
+        help=f"accept calls only from this address or network (repeatable; none = any{replaces})",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        metavar="ORIGIN",
+        help=f"'*' or scheme://host[:port] a browser may call from (repeatable; none = any"
+        f"{replaces})",
+    )
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from proxy.store.keys import create_key, get_key
+
+    limits = {
+        "rate_limit_per_minute": _int(args.rate_limit_per_minute, "--rate-limit-per-minute"),
+        "rate_limit_per_day": _int(args.rate_limit_per_day, "--rate-limit-per-day"),
+    }
+    expires_in_days = _int(args.expires_in_days, "--expires-in-days")
+
+    async def create(conn: Any) -> tuple[KeySummary, str]:
+        record, key = await create_key(
+            conn,
+            module_id=args.module,
+            site_id=args.site,
+            agency_id=args.agency,
+            name=args.name,
+            scopes=args.scope or (),
+            expires_in_days=expires_in_days,
+            allowed_ips=args.allowed_ip or (),
+            allowed_origins=args.allowed_origin or (),
+            created_by=args.created_by,
+            **{k: v for k, v in limits.items() if v is not None},  # absent: the defaults
+        )
+        return _read_back(await get_key(conn, record.id)), key
+
+    summary, key = _with_connection(args, create)
+    if args.json:
+        fields = ("id", "key_prefix", "name", "module_id", "site_id", "scopes", "expires_at")
+        out = {"key": key, **{f: getattr(summary, f) for f in fields}}
+        out["created_at"] = summary.created_at
+        print(orjson.dumps(out).decode())
+        return 0
+    print(f"created key {summary.id} ({summary.key_prefix}) {summary.name!r}")
+    print(f"key: {key}")
+    print("This key is shown only once and cannot be shown again: store it now.")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from proxy.store.keys import list_keys
+
+    summaries = _with_connection(
+        args,
+        lambda conn: list_keys(
+            conn, module_id=args.module, site_id=args.site, include_revoked=args.all
+        ),
+    )
+    now = datetime.now(UTC)
+    if args.json:
+        print(orjson.dumps([{**_as_dict(s), "status": s.status(now)} for s in summaries]).decode())
+        return 0
+    if not summaries:
+        print("no keys")
+        return 0
+    header = ("ID", "PREFIX", "NAME", "SCOPES", "STATUS", "LAST USED", "REQUESTS")
+    rows = [header] + [
+        (
+            s.id,
+            s.key_prefix,
+            s.name,
+            ",".join(s.scopes) or "-",
+            s.status(now),
+            _when(s.last_used_at, "never"),
+            str(s.request_count),
+        )
+        for s in summaries
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from proxy.store.keys import get_key, revoke_key
+
+    async def revoke(conn: Any) -> KeySummary | None:
+        if not await revoke_key(conn, args.key_id, revoked_by=args.by):
+            return None
+        return await get_key(conn, args.key_id)
+
+    summary = _with_connection(args, revoke)
+    if summary is None:
+        print(f"modgate: error: no active key {args.key_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(f"revoked {summary.id} ({summary.key_prefix})")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from proxy.store.keys import UNSET, get_key, update_key
+
+    changes: dict[str, Any] = {
+        "name": args.name,
+        "rate_limit_per_minute": _int(args.rate_limit_per_minute, "--rate-limit-per-minute"),
+        "rate_limit_per_day": _int(args.rate_limit_per_day, "--rate-limit-per-day"),
+        "scopes": _list(args.scope, args.clear_scopes, "--scope"),
+        "allowed_ips": _list(args.allowed_ip, args.clear_allowed_ips, "--allowed-ip"),
+        "allowed_origins": _list(
+            args.allowed_origin, args.clear_allowed_origins, "--allowed-origin"
+        ),
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    days = _int(args.expires_in_days, "--expires-in-days")
+    if days is not None and args.no_expiry:
+        raise ConfigError("--expires-in-days and --no-expiry exclude each other")
+    if days is not None:
+        changes["expires_at"] = _expiry(days)
+    elif args.no_expiry:
+        changes["expires_at"] = None
+    if not changes:
+        raise ConfigError("nothing to update: give at least one setting to change (see --help)")
+    changes.setdefault("expires_at", UNSET)
+
+    async def update(conn: Any) -> KeySummary | None:
+        record = await update_key(conn, args.key_id, **changes)
+        return None if record is None else _read_back(await get_key(conn, record.id))
+
+    summary = _with_connection(args, update)
+    if summary is None:
+        print(f"modgate: error: no key {args.key_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(f"updated {summary.id} ({summary.key_prefix})")
+    for field in ("name", "scopes", "rate_limit_per_minute", "rate_limit_per_day"):
+        print(f"  {field}: {_show(getattr(summary, field))}")
+    for field in ("allowed_ips", "allowed_origins"):
+        print(f"  {field}: {_show(getattr(summary, field), 'any')}")
+    print(f"  expires_at: {_when(summary.expires_at, 'never')}")
+    print(f"  status: {summary.status(datetime.now(UTC))}")
+    return 0
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _with_connection(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work` on one connection to the configured database; store errors name flags."""
+    from proxy.cli.main import _database_url, _load
+    from proxy.store.keys import InvalidKeyField
+    from proxy.store.migrate import connect
+
+    dsn = _database_url(_load(args, "database_url"))
+
+    async def run() -> T:
+        conn = await connect(dsn)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(run())
+    except InvalidKeyField as exc:
+        raise ConfigError(f"{_FLAGS.get(exc.field, exc.field)}: {exc.reason}") from None
+
+
+def _read_back(summary: KeySummary | None) -> KeySummary:
+    """A key read back right after writing it; gone only if someone deleted it in between."""
+    if summary is None:
+        raise StoreError("the key was deleted while being written; run `keys list`")
+    return summary
+
+
+def _int(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: expected a whole number, got {text!r}") from None
+
+
+def _list(values: list[str] | None, clear: bool, flag: str) -> list[str] | None:
+    if values and clear:
+        raise ConfigError(f"{flag} and --clear-{flag[2:]}s exclude each other")
+    return [] if clear else values
+
+
+def _expiry(days: int) -> datetime:
+    from proxy.store.keys import MAX_EXPIRES_IN_DAYS
+
+    if not 0 < days <= MAX_EXPIRES_IN_DAYS:
+        raise ConfigError(
+            f"--expires-in-days: expected a whole number from 1 to {MAX_EXPIRES_IN_DAYS}, "
+            f"got {days}"
+        )
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+def _as_dict(summary: KeySummary) -> dict[str, Any]:
+    return {field.name: getattr(summary, field.name) for field in dataclasses.fields(summary)}
+
+
+def _when(moment: datetime | None, absent: str) -> str:
+    return absent if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _show(value: Any, empty: str = "-") -> str:
+    if isinstance(value, tuple):
+        return ", ".join(value) or empty
+    return "-" if value is None else str(value)
