@@ -70,6 +70,13 @@ async def test_readme_example_routes_work(tmp_path: Path) -> None:
     try:
         status, body = await _get(f"{proc.url}/api/modules/demo/hello")
         assert (status, body) == (200, {"message": "hello from modgate"})
+        demo_key = "dmc_live_" + "0123456789abcdef" * 4  # the README's demo key
+        async with aiohttp.ClientSession() as s:
+            url = f"{proc.url}/api/modules/demo/whoami"
+            async with s.get(url, headers={"X-API-Key": demo_key}) as r:
+                assert (r.status, await r.json()) == (200, {"message": "your key works"})
+            async with s.get(url) as r:
+                assert r.status == 401
         status, body = await _get(f"{proc.url}/api/modules/demo/nope")
         assert status == 404 and body["code"] == "route_not_found"
         status, body = await _get(f"{proc.admin_url}/readyz")
@@ -207,3 +214,13 @@ async def test_help_lists_settings() -> None:
     code, out = await run_cli("serve", "--help")
     assert code == 0
     assert "MODGATE_DATABASE_URL" in out and "--workers" in out
+
+
+async def test_short_jwt_secret_is_refused_at_start(tmp_path: Path) -> None:
+    code, out = await run_cli(
+        "serve", "--routes-file", str(REPO / "config/routes.yaml"),
+        env={"MODGATE_JWT_SECRET": "short"}, cwd=str(tmp_path),
+    )  # fmt: skip
+    assert code == 2
+    assert "jwt_secret: at least 32 bytes needed for HS256" in out
+    assert "short" not in out.replace("jwt_secret", "")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 
 import aiohttp
@@ -105,3 +107,55 @@ async def test_migrate_without_database_url_and_with_dead_postgres(tmp_path: Pat
     assert code == 1
     assert out.startswith("modgate: error: cannot connect to Postgres at 127.0.0.1:1/db")
     assert "hunter2" not in out
+
+
+async def test_cli_created_key_works_through_a_running_gateway_until_revoked(
+    database: str, tmp_path: Path
+) -> None:
+    env = {"MODGATE_DATABASE_URL": database}
+    cwd = str(tmp_path)
+    manifest = tmp_path / "crm.yaml"
+    routes = [
+        {"path": "/contacts/:id", "method": "GET", "handler_type": "static",
+         "handler_code": '{"id": 1}', "required_scopes": ["read:contacts"]},
+    ]  # fmt: skip
+    manifest.write_text(
+        yaml.safe_dump({"modules": [{"id": MODULE_ID, "name": "crm", "routes": routes}]})
+    )
+    code, out = await run_cli("routes", "apply", "-f", str(manifest), env=env, cwd=cwd)
+    assert code == 0, out
+    site, agency = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d", "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a"
+    code, out = await run_cli(
+        "keys", "create", "--module", MODULE_ID, "--site", site, "--agency", agency,
+        "--name", "integration", "--scope", "read:*", "--json", env=env, cwd=cwd,
+    )  # fmt: skip
+    assert code == 0, out
+    created = json.loads(out)
+
+    proc = ServeProcess(env=env, cwd=cwd)
+    await proc.start()
+    try:
+        url = f"{proc.url}/api/modules/crm/contacts/1"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(url, headers={"X-API-Key": created["key"]}) as r:
+                assert (r.status, await r.json()) == (200, {"id": 1})
+            async with s.get(url) as r:
+                assert r.status == 401
+            code, out = await run_cli("keys", "revoke", created["id"], env=env, cwd=cwd)
+            assert code == 0, out
+            revoked_at = time.perf_counter()
+            while True:
+                async with s.get(url, headers={"X-API-Key": created["key"]}) as r:
+                    if r.status == 401:
+                        break
+                assert time.perf_counter() - revoked_at < 5
+                await asyncio.sleep(0.005)
+            print(
+                f"\nrevoked with the CLI: refused {1000 * (time.perf_counter() - revoked_at):.0f}"
+                " ms after the command returned"
+            )
+    finally:
+        await proc.stop()
+    logs = await proc.output()
+    assert created["key"] not in logs
+    assert created["key_prefix"] in logs  # the refusal is logged, by prefix only
