@@ -13,6 +13,7 @@
         ├── RouteNotFound           404 route_not_found
         ├── MethodNotAllowed        405 method_not_allowed (carries Allow)
         ├── PayloadTooLarge         413 payload_too_large
+        ├── RateLimited             429 rate_limited / quota_exceeded (carries the headers)
         ├── InternalError           500 internal_error
         ├── HandlerNotImplemented   501 handler_not_implemented
         ├── UpstreamUnavailable     502 upstream_unavailable
@@ -125,6 +126,25 @@ class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload_too_large"
     default_message = "Request body too large"
+
+
+class RateLimited(GatewayError):
+    """429: the per-minute bucket is empty (rate_limited) or the daily quota is spent."""
+
+    status = 429
+    code = "rate_limited"
+    default_message = "Rate limit exceeded"
+
+    def __init__(self, headers: dict[str, str], *, quota: bool = False) -> None:
+        self._headers = headers
+        if quota:
+            self.code = "quota_exceeded"
+            super().__init__("Daily quota exceeded")
+        else:
+            super().__init__()
+
+    def headers(self) -> dict[str, str]:
+        return self._headers
 
 
 class InternalError(GatewayError):

@@ -146,8 +146,8 @@ _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False
 
 
 def _parse_bool(value: object) -> bool:
-    # No setting is a bool yet; this is the rule the first one will use. str(True) == "True",
-    # so YAML bools, YAML 1/0 and the environment's words all go through the same table.
+    # str(True) == "True", so YAML bools, YAML 1/0 and the environment's words all go through
+    # the same table.
     if isinstance(value, int | str) and (word := str(value).strip().lower()) in _BOOL_WORDS:
         return _BOOL_WORDS[word]
     raise ValueError(value)
@@ -261,6 +261,24 @@ FIELDS: tuple[SettingField, ...] = (
                  (), "origins allowed to call from browsers; preflights answered by the gateway"),
     SettingField("cors_max_age_seconds", _integer(0), 600,
                  "how long browsers may cache a preflight answer"),
+    SettingField("rate_limit_enabled", _BOOLEAN, True,
+                 "enforce rate limits and daily quotas (false: e.g. a sidecar behind a gateway)"),
+    SettingField("default_rate_limit_per_minute", _integer(1), 60,
+                 "per-minute limit for callers and routes that set none (JWT users, anonymous)"),
+    SettingField("default_rate_limit_per_day", _integer(0), 0,
+                 "daily quota for callers whose key sets none (0 = no quota)"),
+    SettingField("redis_timeout_seconds", _number(0, inclusive=False), 0.005,
+                 "budget of one Redis rate-limit call; past it the failure policy decides"),
+    SettingField("redis_failure_policy", _choice("local", "open", "closed"), "local",
+                 "when Redis fails: local (in-process buckets), open (admit), closed (503)"),
+    SettingField("rate_limit_replicas", _integer(1), 1,
+                 "gateway replicas; the local fallback gives each limit / replicas"),
+    SettingField("redis_circuit_failures", _integer(1), 3,
+                 "consecutive Redis failures that open the circuit (no more calls until a probe)"),
+    SettingField("redis_circuit_cooldown_seconds", _number(0, inclusive=False), 1.0,
+                 "how often an open circuit lets one call probe Redis"),
+    SettingField("local_buckets_max", _integer(1), 100_000,
+                 "in-process buckets kept (least recently used evicted)"),
     SettingField("log_level", _choice("debug", "info", "warning", "error"), "info",
                  "least severe level logged (any case accepted)"),
     SettingField("log_format", _choice("text", "json"), "text",
@@ -314,6 +332,15 @@ class Settings:
     usage_flush_seconds: float
     cors_origins: tuple[str, ...]
     cors_max_age_seconds: int
+    rate_limit_enabled: bool
+    default_rate_limit_per_minute: int
+    default_rate_limit_per_day: int
+    redis_timeout_seconds: float
+    redis_failure_policy: Literal["local", "open", "closed"]
+    rate_limit_replicas: int
+    redis_circuit_failures: int
+    redis_circuit_cooldown_seconds: float
+    local_buckets_max: int
     log_level: LogLevel
     log_format: LogFormat
     warnings: tuple[str, ...] = ()  # ignored MODGATE_* variables, for the caller to log

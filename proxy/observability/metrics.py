@@ -45,3 +45,17 @@ USAGE_FLUSH_FAILURES = Counter(
     "modgate_key_usage_flush_failures_total",
     "Batched key usage writes that failed (the counts are kept for the next flush).",
 )
+RATELIMIT_DECISIONS = Counter(
+    "modgate_ratelimit_decisions_total",
+    "Rate-limit decisions: decision (allowed, limited, quota) by backend (redis, local, open).",
+    ["decision", "backend"],
+)
+RATELIMIT_FALLBACK = Gauge(
+    "modgate_ratelimit_fallback_active",
+    "1 while Redis is failing and the failure policy decides (see redis_failure_policy).",
+)
+REDIS_ERRORS = Counter(
+    "modgate_redis_errors_total",
+    "Failed Redis rate-limit calls by kind (timeout, error).",
+    ["kind"],
+)

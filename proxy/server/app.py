@@ -34,6 +34,7 @@ def build_public_app(gateway: Gateway) -> web.Application:
             gateway.authenticator,
             cors=gateway.cors,
             addresses=gateway.addresses,
+            limiter=gateway.limiter,
             max_body_bytes=settings.max_body_bytes,
             sidecar_module=settings.sidecar_module if settings.mode == "sidecar" else None,
         )

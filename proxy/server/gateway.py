@@ -3,6 +3,8 @@ them, the authenticator, and the upstream session."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 
 from proxy.auth.authenticator import Authenticator
@@ -10,6 +12,10 @@ from proxy.auth.client_address import ClientAddressResolver
 from proxy.auth.cors import CorsPolicy
 from proxy.auth.key_directory import KeyDirectory
 from proxy.auth.usage import UsageRecorder
+from proxy.ratelimit.breaker import CircuitBreaker
+from proxy.ratelimit.limiter import RateLimiter, create_redis_client
+from proxy.ratelimit.local_limiter import LocalLimiter
+from proxy.ratelimit.redis_limiter import RedisLimiter
 from proxy.routing.registry import RouteRegistry
 from proxy.settings import Settings
 from proxy.store.file_source import FileSource
@@ -65,6 +71,8 @@ class Gateway:
         self.cors = CorsPolicy(settings.cors_origins, max_age=settings.cors_max_age_seconds)
         self.addresses = ClientAddressResolver(settings.trusted_proxies)
         self.authenticator: Authenticator | None = None
+        self.limiter: RateLimiter | None = None
+        self._redis: Any = None
         self.session: aiohttp.ClientSession | None = None
         self.draining = False
 
@@ -79,6 +87,7 @@ class Gateway:
         session = self.session
         jwt = JwtVerifier.from_settings(self.settings, lambda: session)
         self.authenticator = Authenticator(self.keys, jwt, usage=self.usage)
+        self.limiter = self._rate_limiter()
         try:
             await self.source.start()
             if jwt is not None:
@@ -95,8 +104,35 @@ class Gateway:
         if self.authenticator is not None and self.authenticator.jwt is not None:
             await self.authenticator.jwt.stop()
         await self.source.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
         if self.session is not None:
             await self.session.close()
+
+    def _rate_limiter(self) -> RateLimiter | None:
+        settings = self.settings
+        if not settings.rate_limit_enabled:
+            return None
+        redis = None
+        if settings.redis_url:
+            self._redis = create_redis_client(
+                settings.redis_url, timeout=settings.redis_timeout_seconds
+            )
+            redis = RedisLimiter(self._redis)
+        return RateLimiter(
+            local=LocalLimiter(capacity=settings.local_buckets_max),
+            redis=redis,
+            breaker=CircuitBreaker(
+                failures=settings.redis_circuit_failures,
+                cooldown=settings.redis_circuit_cooldown_seconds,
+                policy=settings.redis_failure_policy,
+            ),
+            policy=settings.redis_failure_policy,
+            replicas=settings.rate_limit_replicas,
+            timeout=settings.redis_timeout_seconds,
+            default_per_minute=settings.default_rate_limit_per_minute,
+            default_per_day=settings.default_rate_limit_per_day,
+        )
 
     def __repr__(self) -> str:
         state = "draining" if self.draining else ("ready" if self.ready else "loading")

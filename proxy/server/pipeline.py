@@ -1,5 +1,5 @@
 """The request pipeline, top to bottom: module -> (CORS preflight) -> route -> authenticate
--> authorize -> dispatch.
+-> authorize -> rate limit -> dispatch.
 
 Every step either returns what the next one needs or raises a GatewayError, which becomes the
 error shape in exactly one place (`handle`). Headers every response must carry (X-Request-ID,
@@ -27,9 +27,11 @@ from proxy.errors import (
     HandlerNotImplemented,
     InternalError,
     ModuleNotFound,
+    RateLimited,
     RouteNotFound,
     ServiceUnavailable,
 )
+from proxy.ratelimit.limiter import RateLimiter, is_quota
 from proxy.routing.matcher import Match
 from proxy.routing.registry import RouteRegistry
 from proxy.routing.table import CompiledRoute, ModuleTable
@@ -47,7 +49,8 @@ class Pipeline:
     """Serves the public port. `sidecar_module` set: that one module answers every path."""
 
     __slots__ = (
-        "addresses", "auth", "cors", "max_body_bytes", "registry", "session", "sidecar_module",
+        "addresses", "auth", "cors", "limiter", "max_body_bytes", "registry", "session",
+        "sidecar_module",
     )  # fmt: skip
 
     def __init__(
@@ -58,6 +61,7 @@ class Pipeline:
         *,
         cors: CorsPolicy,
         addresses: ClientAddressResolver,
+        limiter: RateLimiter | None = None,
         max_body_bytes: int,
         sidecar_module: str | None = None,
     ) -> None:
@@ -66,6 +70,7 @@ class Pipeline:
         self.auth = auth
         self.cors = cors
         self.addresses = addresses
+        self.limiter = limiter
         self.max_body_bytes = max_body_bytes
         self.sidecar_module = sidecar_module
 
@@ -105,6 +110,13 @@ class Pipeline:
         principal = await self.auth.authenticate(headers, spec, query)
         client_ip = self.addresses.resolve(request.remote, headers.get("X-Forwarded-For"))
         authorize(principal, spec, table.id, client_ip, origin)
+        if self.limiter is not None:
+            decision = await self.limiter.check(principal, spec, table.id, client_ip)
+            if decision is not None:
+                limit_headers = decision.headers()
+                extra.update(limit_headers)
+                if not decision.allowed:
+                    raise RateLimited(limit_headers, quota=is_quota(decision))
         return await self._dispatch(request, table, match, module_path, query, principal, extra)
 
     def _module_for(self, path: str) -> tuple[ModuleTable, str]:

@@ -75,7 +75,12 @@ def start(seeded: str, aiohttp_client: Any, tmp_path: Any) -> Any:
         settings = load_settings(
             str(config),
             environ={},
-            overrides={"database_url": seeded, "jwt_secret": SECRET, **overrides},
+            overrides={
+                "database_url": seeded,
+                "jwt_secret": SECRET,
+                "rate_limit_enabled": False,
+                **overrides,
+            },  # fmt: skip
         )
         gateway = Gateway(settings)
         client = await aiohttp_client(build_public_app(gateway))

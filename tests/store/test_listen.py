@@ -60,7 +60,9 @@ def start_gateway(aiohttp_client: Any, tmp_path: Any) -> Any:
     ) -> tuple[Any, Gateway]:
         (tmp_path / "gw.yaml").write_text("{}\n")
         settings = load_settings(
-            str(tmp_path / "gw.yaml"), environ={}, overrides={"database_url": dsn}
+            str(tmp_path / "gw.yaml"),
+            environ={},
+            overrides={"database_url": dsn, "rate_limit_enabled": False},
         )
         registry = RouteRegistry()
         source = PostgresSource(

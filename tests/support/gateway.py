@@ -31,8 +31,11 @@ def gateway_for(
     routes_file.write_text(yaml.safe_dump(dict(data)))
     config = tmp_path / "gateway.yaml"
     config.write_text("{}\n")
+    # Rate limits are off unless a test is about them: polling tests would hit them.
     settings = load_settings(
-        str(config), environ={}, overrides={"routes_file": str(routes_file), **overrides}
+        str(config),
+        environ={},
+        overrides={"routes_file": str(routes_file), "rate_limit_enabled": False, **overrides},
     )
     gateway = Gateway(settings)
     return gateway, build_public_app(gateway)

@@ -36,7 +36,8 @@ class ServeProcess:
             f"127.0.0.1:{self.admin_port}",
             *args,
         ]
-        self.env = {**os.environ, **(env or {})}
+        # Rate limits are off unless a test turns them on: polling tests would hit them.
+        self.env = {**os.environ, "MODGATE_RATE_LIMIT_ENABLED": "false", **(env or {})}
         self.cwd = cwd
         self.proc: asyncio.subprocess.Process | None = None
 

@@ -1,0 +1,1 @@
+"""Rate limits and daily quotas: token buckets in Redis or in process, behind one facade."""

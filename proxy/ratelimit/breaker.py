@@ -1,0 +1,72 @@
+"""A circuit breaker for the Redis limiter, with an injected clock.
+
+closed: every call goes to Redis. After `failures` consecutive failures it opens: no call goes
+to Redis (so a dead or slow Redis costs no per-request timeout) and the failure policy decides.
+Every `cooldown` seconds one call is let through as a probe; its success closes the circuit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from proxy.observability import metrics
+
+log = logging.getLogger("modgate.ratelimit")
+
+
+class CircuitBreaker:
+    __slots__ = ("_clock", "_failures", "_next_probe", "_probing", "cooldown", "open",
+                 "policy", "threshold")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        failures: int,
+        cooldown: float,
+        policy: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = failures
+        self.cooldown = cooldown
+        self.policy = policy
+        self._clock = clock
+        self._failures = 0
+        self.open = False
+        self._probing = False
+        self._next_probe = 0.0
+
+    def allow(self) -> bool:
+        if not self.open:
+            return True
+        if self._probing or self._clock() < self._next_probe:
+            return False
+        self._probing = True
+        return True
+
+    def success(self) -> None:
+        self._failures = 0
+        self._probing = False
+        if self.open:
+            self.open = False
+            metrics.RATELIMIT_FALLBACK.set(0)
+            log.warning("Redis answers again: rate limits are shared in Redis once more")
+
+    def failure(self, reason: str) -> None:
+        self._failures += 1
+        self._probing = False
+        if self.open:
+            self._next_probe = self._clock() + self.cooldown
+        elif self._failures >= self.threshold:
+            self.open = True
+            self._next_probe = self._clock() + self.cooldown
+            metrics.RATELIMIT_FALLBACK.set(1)
+            log.error(
+                "Redis rate limiter failing (%s): failure policy %r in force until it answers",
+                reason,
+                self.policy,
+            )
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {'open' if self.open else 'closed'} failures={self._failures}>"

@@ -1,0 +1,147 @@
+"""The rate-limit step of the pipeline: which limits apply to whom, and who decides.
+
+Strategy:
+- Limits: per minute, the route's `rate_limit_per_minute`, else the API key's, else
+  `default_rate_limit_per_minute`; per day, the key's `rate_limit_per_day`, else
+  `default_rate_limit_per_day` (0 = none). The daily quota resets at 00:00 UTC.
+- Caller: the API key, else the JWT's user, else the client address; one bucket per caller and
+  module.
+- Decider: Redis when configured, one EVALSHA within `redis_timeout_seconds`; behind a circuit
+  breaker, so once Redis is known to fail no request waits on it and the failure policy decides:
+  `local` (in-process buckets, each limit divided by `rate_limit_replicas`), `open` (admit,
+  no headers), `closed` (503). With no Redis the in-process buckets are the decider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from proxy.auth.client_address import IPAddress
+from proxy.auth.principal import Principal
+from proxy.errors import ServiceUnavailable
+from proxy.observability import metrics
+from proxy.ratelimit.breaker import CircuitBreaker
+from proxy.ratelimit.decision import LIMITED_QUOTA, Decision
+from proxy.ratelimit.local_limiter import LocalLimiter
+from proxy.ratelimit.redis_limiter import RedisLimiter
+from proxy.routing.model import RouteSpec
+
+_DECISION_NAMES = ("allowed", "limited", "quota")
+_MAX_CALLER_LENGTH = 128
+
+
+class RateLimiter:
+    __slots__ = ("breaker", "default_per_day", "default_per_minute", "local", "policy", "redis",
+                 "replicas", "timeout")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        local: LocalLimiter,
+        redis: RedisLimiter | None = None,
+        breaker: CircuitBreaker | None = None,
+        policy: str = "local",
+        replicas: int = 1,
+        timeout: float = 0.005,
+        default_per_minute: int = 60,
+        default_per_day: int = 0,
+    ) -> None:
+        self.local = local
+        self.redis = redis
+        self.breaker = breaker or CircuitBreaker(failures=3, cooldown=1.0, policy=policy)
+        self.policy = policy
+        self.replicas = replicas
+        self.timeout = timeout
+        self.default_per_minute = default_per_minute
+        self.default_per_day = default_per_day
+
+    async def check(
+        self,
+        principal: Principal,
+        route: RouteSpec,
+        module_id: str,
+        client_ip: IPAddress | None,
+    ) -> Decision | None:
+        """The decision for this request, or None when nothing is enforced (policy `open`)."""
+        key = principal.api_key.record if principal.api_key is not None else None
+        per_minute = (
+            route.rate_limit_per_minute
+            or (
+                key.rate_limit_per_minute if key is not None and key.rate_limit_per_minute else None
+            )
+            or self.default_per_minute
+        )
+        per_day = self.default_per_day
+        if key is not None and key.rate_limit_per_day is not None:
+            per_day = key.rate_limit_per_day
+        bucket = f"{module_id}:{caller_of(principal, client_ip)}"
+        return await self.hit(bucket, per_minute, per_day)
+
+    async def hit(self, bucket: str, per_minute: int, per_day: int) -> Decision | None:
+        if self.redis is None:
+            return self._count(self.local.hit_now(bucket, per_minute, per_day), "local")
+        if self.breaker.allow():
+            try:
+                async with asyncio.timeout(self.timeout):
+                    decision = await self.redis.hit(bucket, per_minute, per_day)
+            except TimeoutError:
+                metrics.REDIS_ERRORS.labels(kind="timeout").inc()
+                self.breaker.failure("timeout")
+            except (RedisError, OSError) as exc:
+                metrics.REDIS_ERRORS.labels(kind="error").inc()
+                self.breaker.failure(type(exc).__name__)
+            else:
+                self.breaker.success()
+                return self._count(decision, "redis")
+        return self._fallback(bucket, per_minute, per_day)
+
+    def _fallback(self, bucket: str, per_minute: int, per_day: int) -> Decision | None:
+        if self.policy == "open":
+            metrics.RATELIMIT_DECISIONS.labels(decision="allowed", backend="open").inc()
+            return None
+        if self.policy == "closed":
+            raise ServiceUnavailable("Rate limiting is unavailable")
+        # Each replica enforces its share, so the fleet stays near the limit without Redis.
+        share_minute = max(1, per_minute // self.replicas)
+        share_day = max(1, per_day // self.replicas) if per_day > 0 else 0
+        return self._count(self.local.hit_now(bucket, share_minute, share_day), "local")
+
+    @staticmethod
+    def _count(decision: Decision, backend: str) -> Decision:
+        name = _DECISION_NAMES[decision.limited_by]
+        metrics.RATELIMIT_DECISIONS.labels(decision=name, backend=backend).inc()
+        return decision
+
+
+def caller_of(principal: Principal, client_ip: IPAddress | None) -> str:
+    if principal.api_key is not None:
+        return f"k:{principal.api_key.record.id}"
+    if principal.user_id:
+        caller = f"u:{principal.user_id}"
+        if len(caller) > _MAX_CALLER_LENGTH:  # a JWT `sub` can be long; bucket keys stay short
+            caller = "u#" + hashlib.sha256(principal.user_id.encode()).hexdigest()[:32]
+        return caller
+    return f"ip:{client_ip}"
+
+
+def is_quota(decision: Decision) -> bool:
+    return decision.limited_by == LIMITED_QUOTA
+
+
+def create_redis_client(url: str, *, timeout: float) -> Any:
+    """A redis.asyncio client for the limiter (hiredis parses replies when installed)."""
+    import redis.asyncio as redis
+
+    # Socket timeouts well above the per-call budget: the budget is enforced around each call;
+    # these only bound a connection that would otherwise hang forever.
+    return redis.from_url(
+        url,
+        socket_timeout=max(1.0, timeout * 10),
+        socket_connect_timeout=max(1.0, timeout * 10),
+        max_connections=512,
+        decode_responses=False,
+    )
