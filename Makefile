@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench-matcher bench-propagation bench-auth clean
+.PHONY: run test check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,9 @@ bench-matcher: $(STAMP)  ## route match cost at 10, 10k and 100k routes
 
 bench-auth: $(STAMP)  ## cost of authenticate + authorize per request, in µs
 	$(PY) bench/auth_bench.py
+
+bench-ratelimit: $(STAMP)  ## limited vs unlimited requests (needs wrk and Redis)
+	$(PY) bench/ratelimit_bench.py
 
 bench-propagation: $(STAMP)  ## commit-to-live latency across gateway processes (needs Postgres)
 	$(PY) bench/propagation_bench.py

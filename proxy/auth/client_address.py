@@ -8,6 +8,7 @@ default) the header is ignored and the peer is the client.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -19,7 +20,10 @@ def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str | None) -> IPAddress | None:
+    """An address from text, or None; cached, since a gateway sees few distinct peers and
+    ipaddress parsing costs microseconds per call."""
     if not text:
         return None
     try:

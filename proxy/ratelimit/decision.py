@@ -7,8 +7,6 @@ agreement between client and gateway, unlike an epoch timestamp.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 
@@ -17,28 +15,43 @@ LIMITED_RATE = 1
 LIMITED_QUOTA = 2
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    allowed: bool
-    limited_by: int  # ALLOWED, LIMITED_RATE or LIMITED_QUOTA
-    limit: int  # the per-minute limit, or the daily quota when that is what refused
-    remaining: int
-    reset_ms: int  # until the bucket is full again (or, for the quota, until 00:00 UTC)
-    retry_after_ms: int  # until one request would be admitted (0 when admitted)
+    """What the limiter decided for one request (a plain slotted class: one per request)."""
+
+    __slots__ = ("allowed", "limit", "limited_by", "remaining", "reset_ms", "retry_after_ms")
+
+    def __init__(
+        self,
+        allowed: bool,
+        limited_by: int,  # ALLOWED, LIMITED_RATE or LIMITED_QUOTA
+        limit: int,  # the per-minute limit, or the daily quota when that is what refused
+        remaining: int,
+        reset_ms: int,  # until the bucket is full again (the quota: until 00:00 UTC)
+        retry_after_ms: int,  # until one request would be admitted (0 when admitted)
+    ) -> None:
+        self.allowed = allowed
+        self.limited_by = limited_by
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_ms = reset_ms
+        self.retry_after_ms = retry_after_ms
 
     def headers(self) -> dict[str, str]:
         headers = {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(_seconds(self.reset_ms)),
+            "X-RateLimit-Reset": str(-(-self.reset_ms // 1000)),
         }
         if not self.allowed:
-            headers["Retry-After"] = str(max(1, _seconds(self.retry_after_ms)))
+            headers["Retry-After"] = str(max(1, -(-self.retry_after_ms // 1000)))
         return headers
 
-
-def _seconds(ms: int) -> int:
-    return -(-ms // 1000)  # ceiling: never tell a client to come back too early
+    def __repr__(self) -> str:
+        return (
+            f"Decision(allowed={self.allowed}, limited_by={self.limited_by}, limit={self.limit}, "
+            f"remaining={self.remaining}, reset_ms={self.reset_ms}, "
+            f"retry_after_ms={self.retry_after_ms})"
+        )
 
 
 def decision_from(limited_by: int, remaining: int, reset_ms: int, retry_ms: int,

@@ -30,7 +30,14 @@ from proxy.ratelimit.local_limiter import LocalLimiter
 from proxy.ratelimit.redis_limiter import RedisLimiter
 from proxy.routing.model import RouteSpec
 
-_DECISION_NAMES = ("allowed", "limited", "quota")
+# Bound once: .labels() per request would cost more than the local bucket itself.
+_DECISION_COUNTERS = {
+    backend: tuple(
+        metrics.RATELIMIT_DECISIONS.labels(decision=name, backend=backend)
+        for name in ("allowed", "limited", "quota")
+    )
+    for backend in ("redis", "local")
+}
 _MAX_CALLER_LENGTH = 128
 
 
@@ -112,8 +119,7 @@ class RateLimiter:
 
     @staticmethod
     def _count(decision: Decision, backend: str) -> Decision:
-        name = _DECISION_NAMES[decision.limited_by]
-        metrics.RATELIMIT_DECISIONS.labels(decision=name, backend=backend).inc()
+        _DECISION_COUNTERS[backend][decision.limited_by].inc()
         return decision
 
 
