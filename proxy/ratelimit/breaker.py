@@ -53,6 +53,11 @@ class CircuitBreaker:
             metrics.RATELIMIT_FALLBACK.set(0)
             log.warning("Redis answers again: rate limits are shared in Redis once more")
 
+    def abandon(self) -> None:
+        """The call was cancelled (its client left): neither success nor failure, but a probe
+        must not stay marked in flight, or the circuit would never probe again."""
+        self._probing = False
+
     def failure(self, reason: str) -> None:
         self._failures += 1
         self._probing = False

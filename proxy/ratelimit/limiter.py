@@ -101,6 +101,9 @@ class RateLimiter:
             except (RedisError, OSError) as exc:
                 metrics.REDIS_ERRORS.labels(kind="error").inc()
                 self.breaker.failure(type(exc).__name__)
+            except asyncio.CancelledError:
+                self.breaker.abandon()
+                raise
             else:
                 self.breaker.success()
                 return self._count(decision, "redis")

@@ -80,7 +80,7 @@ def start(seeded: str, aiohttp_client: Any, tmp_path: Any) -> Any:
                 "jwt_secret": SECRET,
                 "rate_limit_enabled": False,
                 **overrides,
-            },  # fmt: skip
+            },
         )
         gateway = Gateway(settings)
         client = await aiohttp_client(build_public_app(gateway))

@@ -20,6 +20,9 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     try:
         server = RedisServer(tmp_path)
     except RedisServerMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    with server:
-        yield server
+        missing = str(exc)
+    else:
+        with server:
+            yield server
+        return
+    pytest.fail(missing, pytrace=False)

@@ -241,6 +241,35 @@ async def test_hung_redis_costs_at_most_the_budget_until_the_circuit_opens(
     assert decision is not None and 60 - 4 - THRESHOLD <= decision.remaining <= 60 - 4
 
 
+async def test_a_cancelled_probe_does_not_keep_the_circuit_open(
+    build: Build, private_redis: RedisServer
+) -> None:
+    # The gateway runs with handler_cancellation=True: a client that goes away while its
+    # request is the probe cancels the probe in the middle of its Redis call.
+    clock = ManualClock()
+    limiter = build(private_redis.url, clock)
+    bucket = bucket_name()
+    await limiter.hit(bucket, 60, 0)
+    private_redis.stop()
+    for _ in range(THRESHOLD):
+        await limiter.hit(bucket, 60, 0)
+    assert limiter.breaker.open
+
+    clock.advance(COOLDOWN)
+    probe = asyncio.create_task(limiter.hit(bucket, 60, 0))
+    await asyncio.sleep(BUDGET / 5)  # the probe is waiting on the hung server
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+
+    private_redis.cont()
+    clock.advance(10 * COOLDOWN)  # long past the cooldown: a new probe is due
+    redis_before = decisions("redis")
+    await limiter.hit(bucket, 60, 0)
+    assert decisions("redis") - redis_before == 1, f"still falling back: {limiter.breaker!r}"
+    assert not limiter.breaker.open
+
+
 async def kill_and_open(limiter: RateLimiter, server: RedisServer) -> list[object]:
     """Kill the server, then call until the circuit opens; what each call returned."""
     bucket = bucket_name()

@@ -15,10 +15,19 @@ import aiohttp
 MODGATE = str(Path(sys.executable).with_name("modgate"))
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on, never the same twice in this test run (the kernel may hand
+    a just-released port out again, and two gateways on one port confuse every assertion)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 class ServeProcess:
