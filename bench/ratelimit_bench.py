@@ -4,10 +4,12 @@
 
 1. The limiter call alone (µs): RateLimiter.hit on Redis (one EVALSHA) and in process.
 2. Whole requests through `modgate serve` (one worker, pinned to CPU 0; wrk on CPU 1 when the
-   machine has two): a static route with a limit too high to refuse, with the limiter off,
-   with in-process buckets, and with Redis. Prints requests/s, latency, and the ratios.
+   machine has two), with the limiter off, with in-process buckets, and with Redis, on a
+   static route (the worst case: the request itself costs almost nothing) and on a route
+   proxied to an nginx upstream (the usual case). The limits are too high to refuse anything.
+   Prints requests/s, latency, and the ratios.
 
-Needs wrk (Debian: apt-get install wrk) and Redis (TEST_REDIS_URL, default
+Needs wrk and nginx (Debian: apt-get install wrk nginx) and Redis (TEST_REDIS_URL, default
 redis://127.0.0.1:6379/15). Prints figures; asserts nothing.
 """
 
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from proxy.ratelimit.limiter import RateLimiter, create_redis_client
 from proxy.ratelimit.local_limiter import LocalLimiter
 from proxy.ratelimit.redis_limiter import RedisLimiter
-from tests.support.process import ServeProcess
+from tests.support.process import ServeProcess, free_port
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 MODULE = str(uuid.uuid4())
@@ -45,7 +47,7 @@ async def call_cost(n: int = 20_000) -> list[tuple[str, float]]:
         for name, limiter in (
             ("in process", RateLimiter(local=LocalLimiter(capacity=100_000))),
             ("Redis (EVALSHA)", RateLimiter(local=LocalLimiter(capacity=10),
-                                            redis=RedisLimiter(client), timeout=0.05)),
+                                            redis=RedisLimiter(client, timeout=0.05))),
         ):  # fmt: skip
             await limiter.hit("warm", 10**9, 0)
             started = time.perf_counter()
@@ -70,15 +72,37 @@ def wrk(url: str, seconds: int) -> tuple[float, str]:
     return rps, latency
 
 
+def start_nginx(cwd: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A fixed-response upstream, pinned with wrk (CPU 1) so it never competes with modgate."""
+    port = free_port()
+    conf = Path(cwd, "nginx.conf")
+    conf.write_text(
+        f"daemon off; worker_processes 1; pid {cwd}/nginx.pid; error_log {cwd}/error.log;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{ access_log off; server {{ listen 127.0.0.1:{port};\n"
+        "  location / { return 200 '{\"ok\":true}'; } } }\n"
+    )
+    pin = ["taskset", "-c", "1"] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
+    proc = subprocess.Popen([*pin, "nginx", "-c", str(conf), "-p", cwd])
+    time.sleep(0.3)
+    return proc, port
+
+
 async def end_to_end(seconds: int, rounds: int) -> list[tuple[str, float, str]]:
-    route = {"path": "/r", "method": "GET", "handler_type": "static", "handler_code": '"ok"',
-             "requires_auth": False, "rate_limit_per_minute": 10**9}  # fmt: skip
+    limit = {"requires_auth": False, "rate_limit_per_minute": 10**9}
     rows = []
     with tempfile.TemporaryDirectory() as cwd:
+        nginx, nginx_port = start_nginx(cwd)
+        module = {
+            "id": MODULE, "name": "b", "upstream": f"http://127.0.0.1:{nginx_port}",
+            "routes": [
+                {"path": "/r", "method": "GET", "handler_type": "static", "handler_code": '"ok"',
+                 **limit},
+                {"path": "/p/:id", "method": "GET", "handler_type": "proxy", **limit},
+            ],
+        }  # fmt: skip
         routes = Path(cwd, "routes.yaml")
-        routes.write_text(
-            yaml.safe_dump({"modules": [{"id": MODULE, "name": "b", "routes": [route]}]})
-        )
+        routes.write_text(yaml.safe_dump({"modules": [module]}))
         Path(cwd, "gw.yaml").write_text("log_level: warning\n")
         for name, env in (
             ("limiter off", {"MODGATE_RATE_LIMIT_ENABLED": "false"}),
@@ -95,29 +119,34 @@ async def end_to_end(seconds: int, rounds: int) -> list[tuple[str, float, str]]:
                 if (os.cpu_count() or 1) > 1 and shutil.which("taskset"):
                     subprocess.run(["taskset", "-pc", "0", str(proc.proc.pid)],
                                    capture_output=True, check=True)  # fmt: skip
-                url = f"{proc.url}/api/modules/b/r"
-                await asyncio.to_thread(wrk, url, 1)  # warm up
-                runs = [await asyncio.to_thread(wrk, url, seconds) for _ in range(rounds)]
-                rps, latency = max(runs)  # best of the rounds: the least disturbed one
-                rows.append((name, rps, latency))
+                for route, path in (("static", "/r"), ("proxied", "/p/1")):
+                    url = f"{proc.url}/api/modules/b{path}"
+                    await asyncio.to_thread(wrk, url, 1)  # warm up
+                    runs = [await asyncio.to_thread(wrk, url, seconds) for _ in range(rounds)]
+                    rps, latency = max(runs)  # best of the rounds: the least disturbed one
+                    rows.append((f"{route}, {name}", rps, latency))
             finally:
                 await proc.stop()
+        nginx.terminate()
+        nginx.wait()
     return rows
 
 
 async def main(seconds: int, rounds: int) -> None:
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is needed: apt-get install {tool}")
     print("limiter call alone (µs per call, 20,000 calls)")
     for name, micros in await call_cost():
         print(f"  {name:22s} {micros:8.1f} µs")
-    print(f"\nwhole requests, static route, 1 worker, wrk -t1 -c32 -d{seconds}s, best of {rounds}")
+    print(f"\nwhole requests, 1 worker, wrk -t1 -c32 -d{seconds}s, best of {rounds}")
     rows = await end_to_end(seconds, rounds)
-    base = rows[0][1]
-    for name, rps, latency in rows:
-        print(
-            f"  {name:22s} {rps:10.0f} req/s  avg latency {latency:>8s}  {rps / base:6.1%} of off"
-        )
+    off = {name.split(",")[0]: rps for name, rps, _ in rows if name.endswith("limiter off")}
+    for route in ("static", "proxied"):
+        for name, rps, latency in (r for r in rows if r[0].startswith(route)):
+            extra_us = (1 / rps - 1 / off[route]) * 1e6
+            print(f"  {name:30s} {rps:8.0f} req/s  avg {latency:>7s}  "
+                  f"{rps / off[route]:6.1%} of off  ({extra_us:+5.1f} µs/request)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Strategy:
   `default_rate_limit_per_day` (0 = none). The daily quota resets at 00:00 UTC.
 - Caller: the API key, else the JWT's user, else the client address; one bucket per caller and
   module.
-- Decider: Redis when configured, one EVALSHA within `redis_timeout_seconds`; behind a circuit
+- Decider: Redis when configured, one EVALSHA within `redis_timeout_seconds` (enforced by the
+  Redis limiter per pipelined batch); behind a circuit
   breaker, so once Redis is known to fail no request waits on it and the failure policy decides:
   `local` (in-process buckets, each limit divided by `rate_limit_replicas`), `open` (admit,
   no headers), `closed` (503). With no Redis the in-process buckets are the decider.
@@ -43,7 +44,7 @@ _MAX_CALLER_LENGTH = 128
 
 class RateLimiter:
     __slots__ = ("breaker", "default_per_day", "default_per_minute", "local", "policy", "redis",
-                 "replicas", "timeout")  # fmt: skip
+                 "replicas")  # fmt: skip
 
     def __init__(
         self,
@@ -53,7 +54,6 @@ class RateLimiter:
         breaker: CircuitBreaker | None = None,
         policy: str = "local",
         replicas: int = 1,
-        timeout: float = 0.005,
         default_per_minute: int = 60,
         default_per_day: int = 0,
     ) -> None:
@@ -62,7 +62,6 @@ class RateLimiter:
         self.breaker = breaker or CircuitBreaker(failures=3, cooldown=1.0, policy=policy)
         self.policy = policy
         self.replicas = replicas
-        self.timeout = timeout
         self.default_per_minute = default_per_minute
         self.default_per_day = default_per_day
 
@@ -93,8 +92,7 @@ class RateLimiter:
             return self._count(self.local.hit_now(bucket, per_minute, per_day), "local")
         if self.breaker.allow():
             try:
-                async with asyncio.timeout(self.timeout):
-                    decision = await self.redis.hit(bucket, per_minute, per_day)
+                decision = await self.redis.hit(bucket, per_minute, per_day)  # within its budget
             except TimeoutError:
                 metrics.REDIS_ERRORS.labels(kind="timeout").inc()
                 self.breaker.failure("timeout")

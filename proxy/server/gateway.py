@@ -118,7 +118,7 @@ class Gateway:
             self._redis = create_redis_client(
                 settings.redis_url, timeout=settings.redis_timeout_seconds
             )
-            redis = RedisLimiter(self._redis)
+            redis = RedisLimiter(self._redis, timeout=settings.redis_timeout_seconds)
         return RateLimiter(
             local=LocalLimiter(capacity=settings.local_buckets_max),
             redis=redis,
@@ -129,7 +129,6 @@ class Gateway:
             ),
             policy=settings.redis_failure_policy,
             replicas=settings.rate_limit_replicas,
-            timeout=settings.redis_timeout_seconds,
             default_per_minute=settings.default_rate_limit_per_minute,
             default_per_day=settings.default_rate_limit_per_day,
         )

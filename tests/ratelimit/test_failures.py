@@ -100,7 +100,7 @@ async def build(tmp_path: Path) -> AsyncIterator[Build]:
         clients.append(client)
         return RateLimiter(
             local=LocalLimiter(capacity=settings.local_buckets_max),
-            redis=RedisLimiter(client),
+            redis=RedisLimiter(client, timeout=settings.redis_timeout_seconds),
             breaker=CircuitBreaker(
                 failures=settings.redis_circuit_failures,
                 cooldown=settings.redis_circuit_cooldown_seconds,
@@ -109,7 +109,6 @@ async def build(tmp_path: Path) -> AsyncIterator[Build]:
             ),
             policy=settings.redis_failure_policy,
             replicas=settings.rate_limit_replicas,
-            timeout=settings.redis_timeout_seconds,
             default_per_minute=settings.default_rate_limit_per_minute,
             default_per_day=settings.default_rate_limit_per_day,
         )
