@@ -279,6 +279,18 @@ FIELDS: tuple[SettingField, ...] = (
                  "how often an open circuit lets one call probe Redis"),
     SettingField("local_buckets_max", _integer(1), 100_000,
                  "in-process buckets kept (least recently used evicted)"),
+    SettingField("access_log", _BOOLEAN, True,
+                 "one JSON line per request on stdout (request id, module, route, status, ...)"),
+    SettingField("request_log_enabled", _BOOLEAN, True,
+                 "write every request to module_api_logs (Postgres mode), in batches"),
+    SettingField("request_log_queue_size", _integer(1), 10_000,
+                 "request log rows held in memory; past it rows are dropped and counted"),
+    SettingField("request_log_flush_seconds", _number(0, inclusive=False), 0.25,
+                 "how often queued request log rows are written"),
+    SettingField("request_log_batch_rows", _integer(1), 1000,
+                 "rows per write; a full batch is written at once"),
+    SettingField("log_retention_days", _integer(0), 0,
+                 "delete module_api_logs rows older than this, hourly (0 = keep; see logs prune)"),
     SettingField("log_level", _choice("debug", "info", "warning", "error"), "info",
                  "least severe level logged (any case accepted)"),
     SettingField("log_format", _choice("text", "json"), "text",
@@ -341,6 +353,12 @@ class Settings:
     redis_circuit_failures: int
     redis_circuit_cooldown_seconds: float
     local_buckets_max: int
+    access_log: bool
+    request_log_enabled: bool
+    request_log_queue_size: int
+    request_log_flush_seconds: float
+    request_log_batch_rows: int
+    log_retention_days: int
     log_level: LogLevel
     log_format: LogFormat
     warnings: tuple[str, ...] = ()  # ignored MODGATE_* variables, for the caller to log

@@ -250,6 +250,12 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("redis_circuit_failures", "0", "an integer >= 1"),
     ("redis_circuit_cooldown_seconds", "0", "a number > 0"),
     ("local_buckets_max", "0", "an integer >= 1"),
+    ("access_log", "loud", "true or false"),
+    ("request_log_enabled", "2", "true or false"),
+    ("request_log_queue_size", "0", "an integer >= 1"),
+    ("request_log_flush_seconds", "0", "a number > 0"),
+    ("request_log_batch_rows", "0", "an integer >= 1"),
+    ("log_retention_days", "-1", "an integer >= 0"),
     ("log_level", "verbose", "one of debug, info, warning, error"),
     ("log_format", "xml", "one of text, json"),
 ]

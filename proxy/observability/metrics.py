@@ -1,24 +1,43 @@
-"""Prometheus metrics of the route store and the request path (base units, `modgate_` prefix)."""
+"""Every Prometheus metric modgate exports, in one place (`modgate_` prefix, base units).
+
+Multiprocess: with `--workers N` the supervisor sets PROMETHEUS_MULTIPROC_DIR before the
+workers start; prometheus-client then keeps each worker's values in files there and /metrics
+(on whichever worker answers) sums them. Each gauge says how its per-worker values combine:
+`max` for facts every worker shares (table version), `min` for "all workers are fine"
+(connected), `livesum` for amounts (queue depth). With one worker the same code uses the
+ordinary in-process registry.
+
+Labels stay bounded: `module` is the module's alias (or id), `route` its template
+(`/contacts/:id`, never a raw path; `unmatched` when nothing matched), `status` the code.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
-ROUTE_RELOADS = Counter(
-    "modgate_route_reloads_total",
-    "Route table loads by source (file, postgres) and result (ok, error, compile_error).",
-    ["source", "result"],
+# Sub-millisecond to tens of seconds: a proxy's own work is ~100 µs, an upstream's up to its
+# timeout (30 s by default).
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+# -- requests --------------------------------------------------------------------------------
+REQUESTS = Counter(
+    "modgate_requests_total",
+    "Requests answered, by module, route template, method and status code.",
+    ["module", "route", "method", "status"],
 )
-ROUTE_MODULES = Gauge("modgate_route_table_modules", "Modules with a compiled route table.")
-ROUTE_TABLE_VERSION = Gauge(
-    "modgate_route_table_version", "Registry version; increases on every table swap."
+REQUEST_DURATION = Histogram(
+    "modgate_request_duration_seconds",
+    "Time from request received to response finished, by module and route template.",
+    ["module", "route"],
+    buckets=LATENCY_BUCKETS,
 )
-STORE_CONNECTED = Gauge(
-    "modgate_store_listener_connected",
-    "1 while the Postgres LISTEN connection is up (0 = serving the last good tables).",
-)
-STORE_RECONNECTS = Counter(
-    "modgate_store_reconnects_total", "Reconnects of the Postgres LISTEN connection."
+UPSTREAM_DURATION = Histogram(
+    "modgate_upstream_request_duration_seconds",
+    "Time an upstream took to answer (headers and body), by upstream origin.",
+    ["upstream"],
+    buckets=LATENCY_BUCKETS,
 )
 UPSTREAM_ERRORS = Counter(
     "modgate_upstream_errors_total",
@@ -26,6 +45,51 @@ UPSTREAM_ERRORS = Counter(
     "body_too_large, broken_response (failed mid-body), client_gone.",
     ["kind"],
 )
+
+# -- route tables ------------------------------------------------------------------------------
+ROUTE_RELOADS = Counter(
+    "modgate_route_reloads_total",
+    "Route table loads by source (file, postgres) and result (ok, error, compile_error).",
+    ["source", "result"],
+)
+ROUTE_MODULES = Gauge(
+    "modgate_route_table_modules", "Modules with a compiled route table.",
+    multiprocess_mode="max",
+)  # fmt: skip
+ROUTE_ROUTES = Gauge(
+    "modgate_route_table_routes", "Routes in all compiled tables.", multiprocess_mode="max"
+)
+ROUTE_TABLE_VERSION = Gauge(
+    "modgate_route_table_version", "Registry version; increases on every table swap.",
+    multiprocess_mode="max",
+)  # fmt: skip
+ROUTE_LAST_RELOAD = Gauge(
+    "modgate_route_table_last_reload_timestamp_seconds",
+    "Unix time of the last successful table swap.",
+    multiprocess_mode="max",
+)
+
+# -- dependencies ----------------------------------------------------------------------------
+STORE_CONNECTED = Gauge(
+    "modgate_store_listener_connected",
+    "1 while the Postgres LISTEN connection is up (0 = serving the last good tables).",
+    multiprocess_mode="min",
+)
+STORE_RECONNECTS = Counter(
+    "modgate_store_reconnects_total", "Reconnects of the Postgres LISTEN connection."
+)
+RATELIMIT_FALLBACK = Gauge(
+    "modgate_ratelimit_fallback_active",
+    "1 while Redis is failing and the failure policy decides (see redis_failure_policy).",
+    multiprocess_mode="max",
+)
+REDIS_ERRORS = Counter(
+    "modgate_redis_errors_total",
+    "Failed Redis rate-limit calls by kind (timeout, error).",
+    ["kind"],
+)
+
+# -- auth and limits -------------------------------------------------------------------------
 KEY_LOOKUPS = Counter(
     "modgate_api_key_lookups_total",
     "API-key lookups by result: hit, negative_hit, unknown (not an indexed key, no query),\n"
@@ -47,15 +111,22 @@ USAGE_FLUSH_FAILURES = Counter(
 )
 RATELIMIT_DECISIONS = Counter(
     "modgate_ratelimit_decisions_total",
-    "Rate-limit decisions: decision (allowed, limited, quota) by backend (redis, local, open).",
+    "Rate-limit decisions: decision (allowed, limited, quota) by backend (redis, local, open);\n"
+    "local while Redis is down is the fallback.",
     ["decision", "backend"],
 )
-RATELIMIT_FALLBACK = Gauge(
-    "modgate_ratelimit_fallback_active",
-    "1 while Redis is failing and the failure policy decides (see redis_failure_policy).",
+
+# -- request log -------------------------------------------------------------------------------
+LOG_QUEUE_DEPTH = Gauge(
+    "modgate_request_log_queue_depth",
+    "Request log rows waiting to be written to module_api_logs.",
+    multiprocess_mode="livesum",
 )
-REDIS_ERRORS = Counter(
-    "modgate_redis_errors_total",
-    "Failed Redis rate-limit calls by kind (timeout, error).",
-    ["kind"],
+LOG_WRITTEN = Counter(
+    "modgate_request_log_written_total", "Request log rows written to module_api_logs."
+)
+LOG_DROPPED = Counter(
+    "modgate_request_log_dropped_total",
+    "Request log rows lost: queue_full (the queue was full) or write_failed (Postgres failed).",
+    ["reason"],
 )
