@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit clean
+.PHONY: run test tools check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,8 +14,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the gateway on the embedded default (config/routes.yaml)
 	$(VENV)/bin/modgate serve
 
-test: $(STAMP)  ## the whole test suite (needs Postgres; see README)
+test: $(STAMP) tools  ## the whole test suite (needs Postgres and Redis; see README)
 	$(VENV)/bin/pytest
+
+# promtool (Debian package prometheus) checks the metrics and alert rules in the tests.
+tools:
+	@command -v promtool >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "promtool is needed: install prometheus"; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 check: lint typecheck
 

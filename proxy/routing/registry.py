@@ -9,6 +9,7 @@ hiccuped — removal happens only when a successful load says a module is gone.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from proxy.errors import ConfigError
@@ -93,7 +94,9 @@ class RouteRegistry:
         self._tables = tables
         self._by_key = by_key
         metrics.ROUTE_MODULES.set(len(tables))
+        metrics.ROUTE_ROUTES.set(sum(len(t) for t in tables.values()))
         metrics.ROUTE_TABLE_VERSION.set(self.version)
+        metrics.ROUTE_LAST_RELOAD.set(time.time())
 
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else "empty"

@@ -46,6 +46,13 @@ class UpstreamTarget:
     keep_path: bool
     placeholders: tuple[str, ...] = ()
 
+    @property
+    def origin(self) -> str:
+        """scheme://host:port, the upstream's metric label and log name (never the path or
+        query, which may carry tokens)."""
+        scheme, _, rest = self.base.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+
     def url_for(self, raw_path: str, query: str, params: dict[str, str]) -> str:
         if self.keep_path:
             url = self.base + raw_path

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from proxy.errors import GatewayError
 from proxy.server.gateway import Gateway
@@ -15,6 +16,7 @@ from proxy.server.pipeline import Pipeline
 from proxy.server.request_id import request_id_for
 from proxy.server.responses import error_response
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 GATEWAY = web.AppKey("gateway", Gateway)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 
@@ -35,6 +37,7 @@ def build_public_app(gateway: Gateway) -> web.Application:
             cors=gateway.cors,
             addresses=gateway.addresses,
             limiter=gateway.limiter,
+            observer=gateway.observer,
             max_body_bytes=settings.max_body_bytes,
             sidecar_module=settings.sidecar_module if settings.mode == "sidecar" else None,
         )
@@ -88,12 +91,21 @@ def build_admin_app(gateway: Gateway) -> web.Application:
         return error_response(_AdminError(503, "not_ready", reason), request_id)
 
     async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=scrape(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def scrape() -> bytes:
+    """The metrics text: this process's registry, or with --workers every worker's summed."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()
 
 
 def _json(status: int, data: dict[str, object]) -> web.Response:

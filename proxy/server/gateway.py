@@ -12,6 +12,8 @@ from proxy.auth.client_address import ClientAddressResolver
 from proxy.auth.cors import CorsPolicy
 from proxy.auth.key_directory import KeyDirectory
 from proxy.auth.usage import UsageRecorder
+from proxy.observability.access_log import AccessLog
+from proxy.observability.observer import RequestObserver
 from proxy.ratelimit.breaker import CircuitBreaker
 from proxy.ratelimit.limiter import RateLimiter, create_redis_client
 from proxy.ratelimit.local_limiter import LocalLimiter
@@ -72,6 +74,8 @@ class Gateway:
         self.addresses = ClientAddressResolver(settings.trusted_proxies)
         self.authenticator: Authenticator | None = None
         self.limiter: RateLimiter | None = None
+        self.access_log = AccessLog() if settings.access_log else None
+        self.observer = RequestObserver(access_log=self.access_log)
         self._redis: Any = None
         self.session: aiohttp.ClientSession | None = None
         self.draining = False
@@ -94,11 +98,15 @@ class Gateway:
                 await jwt.start()
             if self.usage is not None:
                 await self.usage.start()
+            if self.access_log is not None:
+                await self.access_log.start()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        if self.access_log is not None:
+            await self.access_log.stop()
         if self.usage is not None:
             await self.usage.stop()  # flushes the last counts while the pool is still open
         if self.authenticator is not None and self.authenticator.jwt is not None:

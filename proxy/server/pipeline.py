@@ -11,6 +11,7 @@ memory, refreshed by the stores.
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import unquote
 
 import aiohttp
@@ -31,6 +32,7 @@ from proxy.errors import (
     RouteNotFound,
     ServiceUnavailable,
 )
+from proxy.observability.observer import RequestInfo, RequestObserver
 from proxy.ratelimit.limiter import RateLimiter, is_quota
 from proxy.routing.matcher import Match
 from proxy.routing.registry import RouteRegistry
@@ -49,8 +51,8 @@ class Pipeline:
     """Serves the public port. `sidecar_module` set: that one module answers every path."""
 
     __slots__ = (
-        "addresses", "auth", "cors", "limiter", "max_body_bytes", "registry", "session",
-        "sidecar_module",
+        "addresses", "auth", "cors", "limiter", "max_body_bytes", "observer", "registry",
+        "session", "sidecar_module",
     )  # fmt: skip
 
     def __init__(
@@ -62,6 +64,7 @@ class Pipeline:
         cors: CorsPolicy,
         addresses: ClientAddressResolver,
         limiter: RateLimiter | None = None,
+        observer: RequestObserver | None = None,
         max_body_bytes: int,
         sidecar_module: str | None = None,
     ) -> None:
@@ -71,26 +74,36 @@ class Pipeline:
         self.cors = cors
         self.addresses = addresses
         self.limiter = limiter
+        self.observer = observer
         self.max_body_bytes = max_body_bytes
         self.sidecar_module = sidecar_module
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
         request_id = request_id_for(request.headers.get("X-Request-ID"))
         extra = {"X-Request-ID": request_id}
+        info = RequestInfo()
+        error: str | None = None
         try:
-            return await self._serve(request, request_id, extra)
+            response = await self._serve(request, extra, info)
         except GatewayError as err:
-            return error_response(err, request_id, extra)
+            error = err.message
+            response = error_response(err, request_id, extra)
         except Exception:
             log.exception("unhandled error serving %s (request %s)", request.method, request_id)
-            return error_response(InternalError(), request_id, extra)
+            error = InternalError.default_message
+            response = error_response(InternalError(), request_id, extra)
+        if self.observer is not None:
+            self.observer.observe(request, response, info, started, request_id, error)
+        return response
 
     async def _serve(
-        self, request: web.Request, request_id: str, extra: dict[str, str]
+        self, request: web.Request, extra: dict[str, str], info: RequestInfo
     ) -> web.StreamResponse:
         headers = request.headers
         path, _, query = request.raw_path.partition("?")
         table, module_path = self._module_for(path)
+        info.table, info.module_path, info.query = table, module_path, query
 
         origin = headers.get("Origin")
         if origin is not None and self.cors.enabled:
@@ -106,9 +119,12 @@ class Pipeline:
                 extra.update(self.cors.response_headers(origin))
 
         match = table.match(module_path, request.method)
+        info.route = match.payload
         spec = match.payload.spec
-        principal = await self.auth.authenticate(headers, spec, query)
-        client_ip = self.addresses.resolve(request.remote, headers.get("X-Forwarded-For"))
+        info.client_ip = client_ip = self.addresses.resolve(
+            request.remote, headers.get("X-Forwarded-For")
+        )
+        info.principal = principal = await self.auth.authenticate(headers, spec, query)
         authorize(principal, spec, table.id, client_ip, origin)
         if self.limiter is not None:
             decision = await self.limiter.check(principal, spec, table.id, client_ip)
@@ -185,7 +201,13 @@ class Pipeline:
         headers["X-Request-ID"] = extra["X-Request-ID"]
         _identity_headers(headers, table.id, principal)
         return await forward(
-            request, self.session, url, headers, max_body_bytes=self.max_body_bytes, extra=extra
+            request,
+            self.session,
+            url,
+            headers,
+            max_body_bytes=self.max_body_bytes,
+            extra=extra,
+            origin=target.origin,
         )
 
 

@@ -12,9 +12,12 @@ import logging
 import multiprocessing
 import os
 import signal
+import tempfile
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
+
+from prometheus_client import multiprocess
 
 from proxy.server.worker import EXIT_FATAL, EXIT_OK, worker_main
 from proxy.settings import Settings
@@ -55,6 +58,15 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._signal)
+        # Workers keep their metric values in files here; any worker's /metrics sums them all.
+        with tempfile.TemporaryDirectory(prefix="modgate-metrics-") as metrics_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            try:
+                return self._supervise()
+            finally:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+    def _supervise(self) -> int:
         self._workers = [self._spawn() for _ in range(self.settings.workers)]
         log.info("supervising %d workers", len(self._workers))
         while not self._stopping:
@@ -63,6 +75,9 @@ class Supervisor:
                 if proc.is_alive() or self._stopping:
                     continue
                 code = proc.exitcode
+                if proc.pid is not None:
+                    # Its live gauges (queue depth...) must stop counting; counters are kept.
+                    multiprocess.mark_process_dead(proc.pid)
                 if code == EXIT_FATAL:
                     log.error("worker exited with a fatal error; stopping")
                     self._stopping = True

@@ -14,7 +14,9 @@ complete.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -75,11 +77,13 @@ async def forward(
     *,
     max_body_bytes: int,
     extra: dict[str, str],
+    origin: str,
 ) -> web.StreamResponse:
     """Send `request` to `url` with `headers` and return the relayed response, with the
     gateway's own response headers (`extra`: X-Request-ID, CORS) applied."""
     state = _BodyState(max_body_bytes)
     body = _request_body(request, state)
+    started = time.perf_counter()
     try:
         upstream = await session.request(
             request.method,
@@ -94,6 +98,17 @@ async def forward(
         return await _relay(request, upstream, extra, state, url)
     finally:
         upstream.release()
+        _upstream_timer(origin).observe(time.perf_counter() - started)
+
+
+_TIMERS: dict[str, Any] = {}
+
+
+def _upstream_timer(origin: str) -> Any:
+    timer = _TIMERS.get(origin)
+    if timer is None:
+        timer = _TIMERS[origin] = metrics.UPSTREAM_DURATION.labels(upstream=origin)
+    return timer
 
 
 async def _relay(

@@ -35,7 +35,12 @@ def gateway_for(
     settings = load_settings(
         str(config),
         environ={},
-        overrides={"routes_file": str(routes_file), "rate_limit_enabled": False, **overrides},
+        overrides={
+            "routes_file": str(routes_file),
+            "rate_limit_enabled": False,
+            "access_log": False,
+            **overrides,
+        },
     )
     gateway = Gateway(settings)
     return gateway, build_public_app(gateway)

@@ -49,6 +49,8 @@ class ServeProcess:
         self.env = {**os.environ, "MODGATE_RATE_LIMIT_ENABLED": "false", **(env or {})}
         self.cwd = cwd
         self.proc: asyncio.subprocess.Process | None = None
+        self._output = bytearray()
+        self._drain: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -66,6 +68,8 @@ class ServeProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
+        # Read as it comes: a pipe nobody reads fills up and stalls the gateway's writes.
+        self._drain = asyncio.create_task(self._collect())
         if wait_ready:
             await self.wait_ready(timeout)
         return self
@@ -94,11 +98,22 @@ class ServeProcess:
         assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
-    async def output(self) -> str:
+    async def _collect(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
+        while chunk := await self.proc.stdout.read(65536):
+            self._output += chunk
+
+    def output_so_far(self) -> str:
+        return self._output.decode(errors="replace")
+
+    async def output(self) -> str:
+        """Everything the process wrote, once it has exited ("" while it runs)."""
+        assert self.proc is not None
         if self.proc.returncode is None:
             return ""
-        return (await self.proc.stdout.read()).decode()
+        if self._drain is not None:
+            await self._drain
+        return self._output.decode(errors="replace")
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
