@@ -82,7 +82,23 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return self.registry.loaded and not self.draining
+        """Route tables loaded, not draining, and no dependency failing in a way that makes
+        every request fail (Redis down under redis_failure_policy closed). Postgres down is
+        not a reason: the last good tables keep serving."""
+        if not self.registry.loaded or self.draining:
+            return False
+        limiter = self.limiter
+        return not (limiter is not None and limiter.policy == "closed" and limiter.breaker.open)
+
+    def dependencies(self) -> dict[str, str]:
+        """Each dependency's state, for /readyz."""
+        state: dict[str, str] = {}
+        if isinstance(self.source, PostgresSource):
+            state["postgres"] = "connected" if self.source.connected else "disconnected"
+        limiter = self.limiter
+        if limiter is not None and limiter.redis is not None:
+            state["redis"] = f"failing ({limiter.policy} policy)" if limiter.breaker.open else "ok"
+        return state
 
     async def start(self) -> None:
         from proxy.auth.jwt import JwtVerifier
