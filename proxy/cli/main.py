@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from proxy import __version__
 from proxy.cli.keys import add_keys_commands
+from proxy.cli.logs import add_logs_commands
 from proxy.errors import ConfigError, StoreError
 from proxy.routing.manifest import Manifest, load_manifest
 from proxy.settings import Settings, describe_settings, load_settings
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-f", "--file", required=True, metavar="FILE", help="manifest YAML")
     check.set_defaults(func=cmd_routes_check)
     add_keys_commands(sub)
+    add_logs_commands(sub)
     return parser
 
 

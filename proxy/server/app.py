@@ -113,7 +113,7 @@ def scrape() -> bytes:
     """The metrics text: this process's registry, or with --workers every worker's summed."""
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest()
 

@@ -14,6 +14,7 @@ from proxy.auth.key_directory import KeyDirectory
 from proxy.auth.usage import UsageRecorder
 from proxy.observability.access_log import AccessLog
 from proxy.observability.observer import RequestObserver
+from proxy.observability.request_log import RequestLog
 from proxy.ratelimit.breaker import CircuitBreaker
 from proxy.ratelimit.limiter import RateLimiter, create_redis_client
 from proxy.ratelimit.local_limiter import LocalLimiter
@@ -21,6 +22,7 @@ from proxy.ratelimit.redis_limiter import RedisLimiter
 from proxy.routing.registry import RouteRegistry
 from proxy.settings import Settings
 from proxy.store.file_source import FileSource
+from proxy.store.logs import LogPruner, write_logs
 from proxy.store.pg_source import PostgresSource
 from proxy.store.source import Source
 from proxy.upstream.client import create_session
@@ -75,7 +77,20 @@ class Gateway:
         self.authenticator: Authenticator | None = None
         self.limiter: RateLimiter | None = None
         self.access_log = AccessLog() if settings.access_log else None
-        self.observer = RequestObserver(access_log=self.access_log)
+        self.request_log: RequestLog | None = None
+        self.pruner: LogPruner | None = None
+        if isinstance(self.source, PostgresSource):
+            execute = self.source.execute
+            if settings.request_log_enabled:
+                self.request_log = RequestLog(
+                    lambda rows: execute(lambda conn: write_logs(conn, rows)),
+                    queue_size=settings.request_log_queue_size,
+                    flush_seconds=settings.request_log_flush_seconds,
+                    batch_rows=settings.request_log_batch_rows,
+                )
+            if settings.log_retention_days > 0:
+                self.pruner = LogPruner(execute, retention_days=settings.log_retention_days)
+        self.observer = RequestObserver(access_log=self.access_log, request_log=self.request_log)
         self._redis: Any = None
         self.session: aiohttp.ClientSession | None = None
         self.draining = False
@@ -116,13 +131,22 @@ class Gateway:
                 await self.usage.start()
             if self.access_log is not None:
                 await self.access_log.start()
+            if self.request_log is not None:
+                await self.request_log.start()
+            if self.pruner is not None:
+                await self.pruner.start()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        # Loggers first: their last rows and counts are written while the pool is still open.
         if self.access_log is not None:
             await self.access_log.stop()
+        if self.pruner is not None:
+            await self.pruner.stop()
+        if self.request_log is not None:
+            await self.request_log.stop()
         if self.usage is not None:
             await self.usage.stop()  # flushes the last counts while the pool is still open
         if self.authenticator is not None and self.authenticator.jwt is not None:

@@ -77,7 +77,7 @@ class Supervisor:
                 code = proc.exitcode
                 if proc.pid is not None:
                     # Its live gauges (queue depth...) must stop counting; counters are kept.
-                    multiprocess.mark_process_dead(proc.pid)
+                    multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
                 if code == EXIT_FATAL:
                     log.error("worker exited with a fatal error; stopping")
                     self._stopping = True

@@ -1,0 +1,301 @@
+"""module_api_logs in Postgres: batched writes of the request log, and retention.
+
+Strategy for writes: one binary COPY per batch (asyncpg `copy_records_to_table`), the fastest
+way into a table. A COPY is all or nothing, so every value is made storable first, in Python,
+off the request path: a UUID column gets a canonical UUID or NULL (a JWT `sub` or a site id
+that is not a UUID becomes NULL), text loses NUL characters (TEXT cannot hold them) and lone
+surrogates (aiohttp decodes headers with surrogateescape; they cannot be encoded), long text is
+cut, integers are clamped to INTEGER, and JSON text with a \\u0000 escape (JSONB refuses it)
+is re-encoded without it. A row whose module_id is not a UUID cannot be stored (NOT NULL) and
+is left out; `write_logs` returns the rows it wrote.
+
+The foreign keys are ON DELETE SET NULL, which covers rows already written but not rows on
+their way: a route or key deleted between a request and its write fails the whole COPY. Then
+the batch is written again in a transaction that first locks the referenced routes and keys
+that still exist (FOR KEY SHARE, so none can be deleted before the COPY commits) and sets
+the ids of the vanished ones to NULL. That costs two queries, only on that rare path.
+
+Strategy for retention: DELETE in batches of `batch` rows (found through idx_api_logs_date,
+deleted by ctid), each its own statement and so its own short transaction: no long lock, no
+huge transaction, and the cutoff is fixed once so the loop ends. `prune_if_leader` runs that
+under a session advisory lock taken with pg_try_advisory_lock, so of many gateways one prunes
+and the others skip the round.
+
+Postgres and socket failures become StoreError. Use a connection outside any transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol, TypeVar
+
+import asyncpg
+import orjson
+
+from proxy.errors import StoreError
+from proxy.observability.request_log import COLUMNS, LogRow
+from proxy.store.migrate import CONNECTION_ERRORS
+
+T = TypeVar("T")
+
+log = logging.getLogger("modgate.request_log")
+
+TABLE: Final = "module_api_logs"
+INT4_MIN: Final = -2_147_483_648
+INT4_MAX: Final = 2_147_483_647
+DEFAULT_PRUNE_BATCH: Final = 10_000
+DEFAULT_PRUNE_FIRST_DELAY: Final = 30.0  # let a starting gateway warm up before pruning
+# Any fixed bigint nothing else in the database uses: b"mg-prune".
+PRUNE_LOCK_ID: Final = int.from_bytes(b"mg-prune", "big")
+
+# Longest text kept per column: enough for any real value, short of a megabyte of header.
+PATH_MAX: Final = 2048
+USER_AGENT_MAX: Final = 512
+ERROR_MESSAGE_MAX: Final = 1024
+SHORT_MAX: Final = 128  # method, auth_type, ip_address
+
+_ROUTE, _KEY = COLUMNS.index("route_id"), COLUMNS.index("api_key_id")
+
+_LIVE_ROUTES = "SELECT id::text FROM module_api_routes WHERE id = ANY($1::uuid[]) FOR KEY SHARE"
+_LIVE_KEYS = "SELECT id::text FROM module_api_keys WHERE id = ANY($1::uuid[]) FOR KEY SHARE"
+_CUTOFF = "SELECT NOW() - $1::interval"
+_PRUNE_BATCH = f"""
+DELETE FROM {TABLE} WHERE ctid = ANY(ARRAY(
+  SELECT ctid FROM {TABLE} WHERE created_at < $1 LIMIT $2))
+"""
+_TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+_UNLOCK = "SELECT pg_advisory_unlock($1)"
+
+# Canonical lowercase, as str(uuid.UUID(...)) writes it: the common case, checked without
+# building a UUID object; other spellings go through uuid.UUID.
+_match_canonical_uuid = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+).fullmatch
+
+
+async def write_logs(conn: Any, rows: Sequence[LogRow]) -> int:
+    """Insert request log rows with one binary COPY; returns the rows written."""
+    records = [record for record in map(_storable, rows) if record is not None]
+    if not records:
+        return 0
+    try:
+        try:
+            await conn.copy_records_to_table(TABLE, records=records, columns=COLUMNS)
+        except asyncpg.ForeignKeyViolationError:
+            async with conn.transaction():
+                records = await _without_vanished_refs(conn, records)
+                await conn.copy_records_to_table(TABLE, records=records, columns=COLUMNS)
+    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+        raise StoreError(f"cannot write {len(records)} request log rows: {exc}") from exc
+    return len(records)
+
+
+async def prune_logs(conn: Any, older_than: timedelta, *, batch: int = DEFAULT_PRUNE_BATCH) -> int:
+    """Delete rows created before NOW() - older_than, `batch` rows per statement; returns
+    the number deleted."""
+    cutoff = await _run(conn.fetchval(_CUTOFF, older_than), "compute the prune cutoff")
+    total = 0
+    while True:
+        status = await _run(conn.execute(_PRUNE_BATCH, cutoff, batch), "prune request logs")
+        deleted = int(status.rpartition(" ")[2])  # "DELETE 10000"
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+async def prune_if_leader(
+    conn: Any, older_than: timedelta, *, batch: int = DEFAULT_PRUNE_BATCH
+) -> int | None:
+    """`prune_logs` if no other session is pruning (advisory lock), else None."""
+    if not await _run(conn.fetchval(_TRY_LOCK, PRUNE_LOCK_ID), "take the prune lock"):
+        return None
+    try:
+        return await prune_logs(conn, older_than, batch=batch)
+    finally:
+        # After a failure or a cancellation the connection may be unusable; the server then
+        # frees the lock with the session, and a pool's reset on release unlocks all anyway.
+        with contextlib.suppress(asyncpg.PostgresError, *CONNECTION_ERRORS):
+            await conn.execute(_UNLOCK, PRUNE_LOCK_ID)
+
+
+class Execute(Protocol):
+    """`PostgresSource.execute`: run `work(connection)` on a pooled connection."""
+
+    def __call__(self, work: Callable[[Any], Awaitable[T]], /) -> Awaitable[T]: ...
+
+
+class LogPruner:
+    """Every `interval` seconds (the first time `first_delay` after start), delete the rows
+    older than `retention_days` if no other gateway is doing it. Failures are logged, never
+    raised: the next round tries again."""
+
+    def __init__(
+        self,
+        execute: Execute,
+        *,
+        retention_days: int,
+        interval: float = 3600.0,
+        first_delay: float = DEFAULT_PRUNE_FIRST_DELAY,
+        batch: int = DEFAULT_PRUNE_BATCH,
+    ) -> None:
+        self._execute = execute
+        self.retention_days = retention_days
+        self.interval = interval
+        self.first_delay = first_delay
+        self.batch = batch
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="modgate-log-prune")
+
+    async def stop(self) -> None:
+        # Cancelling mid-prune loses nothing: each batch committed on its own.
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def prune_once(self) -> int | None:
+        """One round: rows deleted, or None when another gateway pruned or Postgres failed."""
+        older_than = timedelta(days=self.retention_days)
+        try:
+            deleted = await self._execute(
+                lambda conn: prune_if_leader(conn, older_than, batch=self.batch)
+            )
+        except StoreError as exc:
+            log.warning("request log prune failed, next try in %.0fs: %s", self.interval, exc)
+            return None
+        if deleted is None:
+            log.debug("request log prune skipped: another gateway holds the prune lock")
+        else:
+            log.info("deleted %d request log rows older than %d days", deleted, self.retention_days)
+        return deleted
+
+    async def _run(self) -> None:
+        delay = self.first_delay
+        while True:
+            await asyncio.sleep(delay)
+            delay = self.interval
+            try:
+                await self.prune_once()
+            except Exception:  # a bug must not end retention for the life of the process
+                log.exception("request log prune failed unexpectedly")
+
+    def __repr__(self) -> str:
+        return f"<LogPruner keep {self.retention_days} days, every {self.interval}s>"
+
+
+# -- rows -----------------------------------------------------------------------------------
+
+
+def _storable(row: LogRow) -> tuple[Any, ...] | None:
+    """The row with every value made acceptable to its column; None if it cannot be stored."""
+    (module_id, site_id, route_id, method, path, query, auth_type, key_id, user_id,
+     status, elapsed, error, ip, agent, created_at) = row  # fmt: skip
+    module = _uuid(module_id)
+    if module is None:
+        return None
+    return (
+        module,
+        _uuid(site_id),
+        _uuid(route_id),
+        _text(method, SHORT_MAX) or "",
+        _text(path, PATH_MAX) or "",
+        _json(query),
+        _text(auth_type, SHORT_MAX),
+        _uuid(key_id),
+        _uuid(user_id),
+        _int4(status),
+        _int4(elapsed),
+        _text(error, ERROR_MESSAGE_MAX),
+        _text(ip, SHORT_MAX),
+        _text(agent, USER_AGENT_MAX),
+        created_at if created_at is not None else datetime.now(UTC),
+    )
+
+
+def _uuid(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and _match_canonical_uuid(value):
+        return value
+    try:
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+    except ValueError:
+        return None
+
+
+def _text(value: object, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> "?"
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text[:limit]
+
+
+def _json(value: str | None) -> str | None:
+    if value is None or "\\u0000" not in value:
+        return value
+    try:
+        return orjson.dumps(_without_nul(orjson.loads(value))).decode()
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {k.replace("\x00", ""): _without_nul(v) for k, v in value.items()}
+    return value
+
+
+def _int4(value: int | None) -> int | None:
+    return None if value is None else min(max(int(value), INT4_MIN), INT4_MAX)
+
+
+async def _without_vanished_refs(
+    conn: Any, records: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """The records with route and key ids that no longer exist set to NULL; the ones that
+    exist stay locked until the transaction ends."""
+    routes = await _live(conn, _LIVE_ROUTES, (r[_ROUTE] for r in records))
+    keys = await _live(conn, _LIVE_KEYS, (r[_KEY] for r in records))
+    out = []
+    for record in records:
+        if (record[_ROUTE] is None or record[_ROUTE] in routes) and (
+            record[_KEY] is None or record[_KEY] in keys
+        ):
+            out.append(record)
+            continue
+        fixed = list(record)
+        if fixed[_ROUTE] not in routes:
+            fixed[_ROUTE] = None
+        if fixed[_KEY] not in keys:
+            fixed[_KEY] = None
+        out.append(tuple(fixed))
+    return out
+
+
+async def _live(conn: Any, query: str, ids: Iterable[str | None]) -> set[str]:
+    wanted = list({i for i in ids if i is not None})
+    return {row[0] for row in await conn.fetch(query, wanted)} if wanted else set()
+
+
+async def _run(awaitable: Awaitable[Any], action: str) -> Any:
+    try:
+        return await awaitable
+    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+        raise StoreError(f"cannot {action}: {exc}") from exc
