@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test tools check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit clean
+.PHONY: run test tools check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-auth: $(STAMP)  ## cost of authenticate + authorize per request, in µs
 
 bench-ratelimit: $(STAMP)  ## limited vs unlimited requests (needs wrk and Redis)
 	$(PY) bench/ratelimit_bench.py
+
+bench-observability: $(STAMP)  ## metrics + access log + request log per request (wrk, Postgres)
+	$(PY) bench/observability_bench.py
 
 bench-propagation: $(STAMP)  ## commit-to-live latency across gateway processes (needs Postgres)
 	$(PY) bench/propagation_bench.py
