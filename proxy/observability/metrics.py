@@ -130,3 +130,10 @@ LOG_DROPPED = Counter(
     "Request log rows lost: queue_full (the queue was full) or write_failed (Postgres failed).",
     ["reason"],
 )
+
+# Series with known label values exist from the start at 0, so `increase()` sees the first
+# failure instead of a series appearing out of nowhere.
+for _reason in ("queue_full", "write_failed"):
+    LOG_DROPPED.labels(reason=_reason)
+for _kind in ("timeout", "error"):
+    REDIS_ERRORS.labels(kind=_kind)
