@@ -291,6 +291,22 @@ FIELDS: tuple[SettingField, ...] = (
                  "rows per write; a full batch is written at once"),
     SettingField("log_retention_days", _integer(0), 0,
                  "delete module_api_logs rows older than this, hourly (0 = keep; see logs prune)"),
+    SettingField("executor_url", _url("http", "https"), None,
+                 "the handler pool (modgate executor) for function routes; unset = 501"),
+    SettingField("executor_listen", _ADDRESS, "127.0.0.1:8090",
+                 "where `modgate executor` listens (its /metrics, /healthz, /readyz too)"),
+    SettingField("executor_workers", _integer(1), 2,
+                 "executor worker processes, each with its own V8 isolates"),
+    SettingField("executor_timeout_seconds", _number(0, inclusive=False), 5.0,
+                 "time limit of one handler call; past it the call is stopped (504)"),
+    SettingField("executor_memory_mb", _integer(8), 64,
+                 "heap cap of each isolate; a handler past it is stopped (500)"),
+    SettingField("executor_concurrency", _integer(1), 32,
+                 "handler calls in progress per executor worker"),
+    SettingField("executor_queue_size", _integer(0), 256,
+                 "calls waiting per executor worker; past it the executor answers 503"),
+    SettingField("executor_max_isolates", _integer(1), 64,
+                 "isolates per executor worker, one per (module, site), least recently used go"),
     SettingField("log_level", _choice("debug", "info", "warning", "error"), "info",
                  "least severe level logged (any case accepted)"),
     SettingField("log_format", _choice("text", "json"), "text",
@@ -359,6 +375,14 @@ class Settings:
     request_log_flush_seconds: float
     request_log_batch_rows: int
     log_retention_days: int
+    executor_url: str | None
+    executor_listen: str
+    executor_workers: int
+    executor_timeout_seconds: float
+    executor_memory_mb: int
+    executor_concurrency: int
+    executor_queue_size: int
+    executor_max_isolates: int
     log_level: LogLevel
     log_format: LogFormat
     warnings: tuple[str, ...] = ()  # ignored MODGATE_* variables, for the caller to log
@@ -385,6 +409,14 @@ class Settings:
     @property
     def admin_port(self) -> int:
         return parse_address(self.admin_listen)[1]
+
+    @property
+    def executor_host(self) -> str:
+        return parse_address(self.executor_listen)[0]
+
+    @property
+    def executor_port(self) -> int:
+        return parse_address(self.executor_listen)[1]
 
     def __repr__(self) -> str:
         parts = [f"{name}={_shown(getattr(self, name), name)!r}" for name in self.field_names()]

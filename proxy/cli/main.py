@@ -38,6 +38,8 @@ def _settings_args(parser: argparse.ArgumentParser, *keys: str) -> None:
         "mode": ("{gateway,sidecar}", "gateway: /api/modules/{id}/...; sidecar: one module"),
         "sidecar_module": ("ID", "the module a sidecar serves on every path"),
         "log_level": ("LEVEL", "debug, info, warning or error"),
+        "executor_listen": ("HOST:PORT", "where the executor listens (MODGATE_EXECUTOR_LISTEN)"),
+        "executor_workers": ("N", "executor worker processes (MODGATE_EXECUTOR_WORKERS)"),
     }
     for key in keys:
         metavar, help_text = helps[key]
@@ -77,6 +79,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return Supervisor(settings).run()
 
 
+def cmd_executor(args: argparse.Namespace) -> int:
+    settings = _load(args, "executor_listen", "executor_workers", "database_url", "log_level")
+    from proxy.executor.worker import executor_worker_main, run_executor
+
+    if settings.executor_workers == 1:
+        return run_executor(settings)
+    from proxy.observability.logging import configure_logging
+    from proxy.server.supervisor import Supervisor
+
+    configure_logging(settings.log_level, settings.log_format)
+    return Supervisor(settings, target=executor_worker_main, count=settings.executor_workers).run()
+
+
 def _database_url(settings: Settings) -> str:
     if not settings.database_url:
         raise ConfigError(
@@ -100,6 +115,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _checked_manifest(path: str) -> Manifest:
     """Parse and compile every module, so a bad manifest never reaches the database."""
+    from proxy.executor.sandbox import HandlerError, Sandbox
     from proxy.routing.table import compile_module
 
     manifest = load_manifest(path)
@@ -109,6 +125,16 @@ def _checked_manifest(path: str) -> Manifest:
             compile_module(module)
         except ConfigError as exc:
             errors.append(str(exc))
+        for route in module.routes:
+            if route.handler_type != "function" or route.handler_code is None:
+                continue
+            try:
+                Sandbox.check(route.handler_code)  # a syntax error is refused here, not at call
+            except HandlerError as exc:
+                errors.append(
+                    f"module {module.name or module.id}: {route.method} {route.path}: "
+                    f"handler_code does not compile: {exc.message}"
+                )
     if errors:
         raise ConfigError(f"{path}: " + "; ".join(errors))
     return manifest
@@ -174,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _settings_args(migrate, "database_url")
     migrate.set_defaults(func=cmd_migrate)
+
+    executor = sub.add_parser(
+        "executor",
+        help="run the handler pool for function routes",
+        description="Run the handler pool: JS handlers of function routes in V8 isolates, one per "
+        "module and site, with a time limit and a heap cap per call, and ctx.db limited to the "
+        "module's tables and the caller's site. Gateways reach it at executor_url.",
+        epilog=describe_settings(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _settings_args(executor, "executor_listen", "executor_workers", "database_url", "log_level")
+    executor.set_defaults(func=cmd_executor)
 
     routes = sub.add_parser("routes", help="register module routes from a YAML manifest")
     routes_sub = routes.add_subparsers(dest="routes_command", metavar="ACTION", required=True)

@@ -137,3 +137,30 @@ for _reason in ("queue_full", "write_failed"):
     LOG_DROPPED.labels(reason=_reason)
 for _kind in ("timeout", "error"):
     REDIS_ERRORS.labels(kind=_kind)
+
+# -- handler pool ------------------------------------------------------------------------------
+EXECUTOR_CALLS = Counter(
+    "modgate_executor_calls_total",
+    "Handler calls in the executor by outcome: ok, thrown, timeout, memory, syntax, bad_result,\n"
+    "crashed, rejected (queue full), invalid (bad request).",
+    ["outcome"],
+)
+EXECUTOR_DURATION = Histogram(
+    "modgate_executor_call_duration_seconds",
+    "Time a handler call took in the executor, queueing included.",
+    buckets=LATENCY_BUCKETS,
+)
+EXECUTOR_IN_PROGRESS = Gauge(
+    "modgate_executor_calls_in_progress", "Handler calls running.", multiprocess_mode="livesum"
+)
+EXECUTOR_WAITING = Gauge(
+    "modgate_executor_calls_waiting",
+    "Handler calls waiting for a free slot.",
+    multiprocess_mode="livesum",
+)
+HANDLER_POOL_REQUESTS = Counter(
+    "modgate_handler_pool_requests_total",
+    "The gateway's calls to the handler pool by result: ok (the pool answered, whatever the\n"
+    "handler did), unavailable (refused or broken connection), timeout.",
+    ["result"],
+)

@@ -6,6 +6,7 @@ the upstream URL pieces) so the hot path only matches and reads attributes.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -92,14 +93,19 @@ def _encode_param(name: str, params: dict[str, str]) -> str:
 class CompiledRoute:
     """One route ready to serve: its spec, its template (for logs/metrics) and its target."""
 
-    __slots__ = ("spec", "static", "target", "template")
+    __slots__ = ("handler_key", "spec", "static", "target", "template")
 
     def __init__(self, spec: RouteSpec, module_upstream: str | None) -> None:
         self.spec = spec
         self.template = normalize_template(spec.path)
         self.static: StaticBody | None = None
         self.target: UpstreamTarget | None = None
-        if spec.handler_type == "static":
+        self.handler_key: str | None = None
+        if spec.handler_type == "function":
+            # The pool caches compiled handlers by this key: a code change is a new key.
+            digest = hashlib.sha256((spec.handler_code or "").encode()).hexdigest()[:16]
+            self.handler_key = f"{spec.id or spec.method + ' ' + spec.path}:{digest}"
+        elif spec.handler_type == "static":
             self.static = StaticBody.from_code(spec.handler_code or "")
         elif spec.handler_type == "proxy":
             if spec.handler_url:

@@ -38,6 +38,7 @@ def build_public_app(gateway: Gateway) -> web.Application:
             addresses=gateway.addresses,
             limiter=gateway.limiter,
             observer=gateway.observer,
+            executor=gateway.executor,
             max_body_bytes=settings.max_body_bytes,
             sidecar_module=settings.sidecar_module if settings.mode == "sidecar" else None,
         )

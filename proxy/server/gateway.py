@@ -12,6 +12,7 @@ from proxy.auth.client_address import ClientAddressResolver
 from proxy.auth.cors import CorsPolicy
 from proxy.auth.key_directory import KeyDirectory
 from proxy.auth.usage import UsageRecorder
+from proxy.executor.client import ExecutorClient
 from proxy.observability.access_log import AccessLog
 from proxy.observability.observer import RequestObserver
 from proxy.observability.request_log import RequestLog
@@ -76,6 +77,7 @@ class Gateway:
         self.addresses = ClientAddressResolver(settings.trusted_proxies)
         self.authenticator: Authenticator | None = None
         self.limiter: RateLimiter | None = None
+        self.executor: ExecutorClient | None = None
         self.access_log = AccessLog() if settings.access_log else None
         self.request_log: RequestLog | None = None
         self.pruner: LogPruner | None = None
@@ -122,6 +124,12 @@ class Gateway:
         session = self.session
         jwt = JwtVerifier.from_settings(self.settings, lambda: session)
         self.authenticator = Authenticator(self.keys, jwt, usage=self.usage)
+        if self.settings.executor_url:
+            self.executor = ExecutorClient(
+                session,
+                self.settings.executor_url,
+                timeout=self.settings.executor_timeout_seconds,
+            )
         self.limiter = self._rate_limiter()
         try:
             await self.source.start()

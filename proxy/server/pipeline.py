@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import unquote
+from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -23,15 +25,18 @@ from proxy.auth.client_address import ClientAddressResolver
 from proxy.auth.cors import CorsPolicy, is_preflight
 from proxy.auth.principal import Principal
 from proxy.errors import (
+    BadRequest,
     Forbidden,
     GatewayError,
     HandlerNotImplemented,
     InternalError,
     ModuleNotFound,
+    PayloadTooLarge,
     RateLimited,
     RouteNotFound,
     ServiceUnavailable,
 )
+from proxy.executor.client import ExecutorClient, visible_headers
 from proxy.observability.observer import RequestInfo, RequestObserver
 from proxy.ratelimit.limiter import RateLimiter, is_quota
 from proxy.routing.matcher import Match
@@ -51,8 +56,8 @@ class Pipeline:
     """Serves the public port. `sidecar_module` set: that one module answers every path."""
 
     __slots__ = (
-        "addresses", "auth", "cors", "limiter", "max_body_bytes", "observer", "registry",
-        "session", "sidecar_module",
+        "addresses", "auth", "cors", "executor", "limiter", "max_body_bytes", "observer",
+        "registry", "session", "sidecar_module",
     )  # fmt: skip
 
     def __init__(
@@ -65,6 +70,7 @@ class Pipeline:
         addresses: ClientAddressResolver,
         limiter: RateLimiter | None = None,
         observer: RequestObserver | None = None,
+        executor: ExecutorClient | None = None,
         max_body_bytes: int,
         sidecar_module: str | None = None,
     ) -> None:
@@ -75,6 +81,7 @@ class Pipeline:
         self.addresses = addresses
         self.limiter = limiter
         self.observer = observer
+        self.executor = executor
         self.max_body_bytes = max_body_bytes
         self.sidecar_module = sidecar_module
 
@@ -185,9 +192,7 @@ class Pipeline:
             return web.Response(body=static.body, headers=extra)
         target = route.target
         if target is None:
-            raise HandlerNotImplemented(
-                "Function handlers run in the handler pool, which this gateway does not have"
-            )
+            return await self._call_handler(request, table, match, query, principal, extra)
         url = target.url_for(module_path, query, match.params)
         credential = principal.credential_header
         keep_out = (credential,) if credential and not route.spec.forward_credentials else ()
@@ -209,6 +214,60 @@ class Pipeline:
             extra=extra,
             origin=target.origin,
         )
+
+    async def _call_handler(
+        self,
+        request: web.Request,
+        table: ModuleTable,
+        match: Match[CompiledRoute],
+        query: str,
+        principal: Principal,
+        extra: dict[str, str],
+    ) -> web.StreamResponse:
+        """A function route: its handler runs in the pool, with the caller's context."""
+        if self.executor is None:
+            raise HandlerNotImplemented(
+                "Function handlers run in the handler pool, which this gateway is not given "
+                "(executor_url)"
+            )
+        route = match.payload
+        payload = {
+            "module_id": table.id,
+            "site_id": principal.site_id,
+            "user_id": principal.user_id,
+            "api_key_id": principal.api_key_id,
+            "scopes": list(principal.grants.scopes),
+            "route_id": route.spec.id,
+            "handler_key": route.handler_key,
+            "code": route.spec.handler_code,
+            "params": match.params,
+            "query": dict(parse_qsl(query)),
+            "body": await self._json_body(request),
+            "headers": visible_headers(request.headers),
+        }
+        return await self.executor.call(payload, extra)
+
+    async def _json_body(self, request: web.Request) -> Any:
+        """The request body as JSON (None when empty): 413 past the limit, 400 if malformed."""
+        if not request.body_exists:
+            return None
+        limit = self.max_body_bytes or _HANDLER_BODY_LIMIT
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        raw = await request.content.read(limit + 1)
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        if not raw.strip():
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequest("Malformed JSON body") from None
+
+
+# A handler's body is held in memory (it is handed over as JSON): bounded even when
+# max_body_bytes is 0 (unlimited for streamed proxy bodies).
+_HANDLER_BODY_LIMIT = 10 * 1024 * 1024
 
 
 def _identity_headers(headers: CIMultiDict[str], module_id: str, who: Principal) -> None:

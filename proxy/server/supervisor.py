@@ -14,6 +14,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -29,9 +30,18 @@ log = logging.getLogger("modgate.supervisor")
 KILL_AFTER_GRACE_SECONDS = 5.0
 
 
+WorkerMain = Callable[[Settings, bool], None]
+
+
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    """Runs `count` processes of `target` (the gateway worker by default) sharing a port."""
+
+    def __init__(
+        self, settings: Settings, *, target: WorkerMain = worker_main, count: int | None = None
+    ) -> None:
         self.settings = settings
+        self.target = target
+        self.count = count if count is not None else settings.workers
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[BaseProcess] = []
         self._stopping = False
@@ -39,7 +49,7 @@ class Supervisor:
 
     def _spawn(self) -> BaseProcess:
         proc = self._ctx.Process(
-            target=worker_main, args=(self.settings, True), name="modgate-worker", daemon=False
+            target=self.target, args=(self.settings, True), name="modgate-worker", daemon=False
         )
         proc.start()
         return proc
@@ -67,7 +77,7 @@ class Supervisor:
                 del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
     def _supervise(self) -> int:
-        self._workers = [self._spawn() for _ in range(self.settings.workers)]
+        self._workers = [self._spawn() for _ in range(self.count)]
         log.info("supervising %d workers", len(self._workers))
         while not self._stopping:
             time.sleep(0.2)

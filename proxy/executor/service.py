@@ -1,0 +1,215 @@
+"""`modgate executor`, one worker process: POST /v1/execute runs a handler and answers.
+
+The gateway has already authenticated and authorized the caller; it sends the handler's code,
+its cache key, and the context (module, site, user, key, scopes, params, query, body, safe
+headers). The executor never trusts the handler: it runs in an isolate per (module, site), its
+`ctx.db` reaches only that module's tables and that site's rows (the SQL is built here, not in
+JS), and its failures become the error shape:
+
+    timeout -> 504 handler_timeout      memory -> 500 handler_memory_exceeded
+    syntax  -> 500 handler_invalid      thrown -> 404 not_found (supabase PGRST116, no rows),
+    bad_result / crashed -> 500         400 bad_request (data errors 22xxx/23xxx), 500 otherwise
+    queue full -> 503 executor_busy
+
+Back-pressure: at most `executor_concurrency` calls run per worker and `executor_queue_size`
+wait; past that a call is refused at once with 503, so an overloaded pool sheds load instead of
+building an unbounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.executor.data_access import execute_query
+from proxy.executor.db_client_js import DB_CLIENT_JS
+from proxy.executor.sandbox import HandlerError, Sandbox
+from proxy.observability import metrics
+from proxy.server.request_id import request_id_for
+from proxy.settings import Settings
+
+log = logging.getLogger("modgate.executor")
+
+_REQUIRED = ("module_id", "handler_key", "code")
+_DB_UNAVAILABLE = orjson.dumps(
+    {"data": None, "error": {"message": "database unavailable", "code": "db_unavailable"}}
+).decode()
+
+
+class Executor:
+    """One worker's pool of isolates, database connections and call slots."""
+
+    def __init__(self, settings: Settings, *, sandbox: Sandbox | None = None) -> None:
+        self.settings = settings
+        self.sandbox = sandbox or Sandbox(
+            timeout=settings.executor_timeout_seconds,
+            memory_limit=settings.executor_memory_mb << 20,
+            max_isolates=settings.executor_max_isolates,
+            db_client_js=DB_CLIENT_JS,
+        )
+        self._slots = asyncio.Semaphore(settings.executor_concurrency)
+        self._waiting = 0
+        self.pool: Any = None
+
+    async def start(self) -> None:
+        if self.settings.database_url:
+            import asyncpg
+
+            # min_size=0: the executor starts (and reports ready) while Postgres is away;
+            # handlers' ctx.db calls then answer db_unavailable until it is back.
+            self.pool = await asyncpg.create_pool(
+                self.settings.database_url, min_size=0, max_size=self.settings.database_pool_size,
+                command_timeout=self.settings.database_timeout,
+            )  # fmt: skip
+
+    async def stop(self) -> None:
+        await self.sandbox.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def execute(self, payload: dict[str, Any]) -> tuple[int, Any]:
+        """The HTTP status and JSON body for one call."""
+        if self._slots.locked() and self._waiting >= self.settings.executor_queue_size:
+            metrics.EXECUTOR_CALLS.labels(outcome="rejected").inc()
+            return 503, _error("The handler pool is busy", "executor_busy")
+        started = time.perf_counter()
+        self._waiting += 1
+        metrics.EXECUTOR_WAITING.inc()
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+            metrics.EXECUTOR_WAITING.dec()
+        metrics.EXECUTOR_IN_PROGRESS.inc()
+        try:
+            return await self._run(payload)
+        finally:
+            self._slots.release()
+            metrics.EXECUTOR_IN_PROGRESS.dec()
+            metrics.EXECUTOR_DURATION.observe(time.perf_counter() - started)
+
+    async def _run(self, payload: dict[str, Any]) -> tuple[int, Any]:
+        module_id = str(payload["module_id"])
+        site_id = payload.get("site_id")
+        ctx = {
+            "params": payload.get("params") or {},
+            "query": payload.get("query") or {},
+            "body": payload.get("body"),
+            "headers": payload.get("headers") or {},
+            "user": {"id": payload["user_id"]} if payload.get("user_id") else None,
+            "site": {"id": site_id},
+        }
+
+        async def db(spec_json: str) -> str:
+            return await self._db_call(module_id, site_id, spec_json)
+
+        try:
+            result = await self.sandbox.run(
+                isolate_key=f"{module_id}:{site_id}",
+                handler_key=str(payload["handler_key"]),
+                code=str(payload["code"]),
+                ctx=ctx,
+                db=db,
+            )
+        except HandlerError as exc:
+            metrics.EXECUTOR_CALLS.labels(outcome=exc.kind).inc()
+            return _handler_failure(exc, payload)
+        metrics.EXECUTOR_CALLS.labels(outcome="ok").inc()
+        return 200, result
+
+    async def _db_call(self, module_id: str, site_id: str | None, spec_json: str) -> str:
+        if self.pool is None:
+            return _DB_UNAVAILABLE
+        try:
+            spec = orjson.loads(spec_json)
+            async with self.pool.acquire(timeout=self.settings.database_timeout) as conn:
+                result = await execute_query(conn, module_id=module_id, site_id=site_id, spec=spec)
+        except (OSError, TimeoutError) as exc:
+            log.warning("handler database call failed: %s", exc)
+            return _DB_UNAVAILABLE
+        except Exception as exc:  # asyncpg errors that escaped the mapping; never into JS raw
+            log.warning("handler database call failed: %s", type(exc).__name__)
+            return _DB_UNAVAILABLE
+        return orjson.dumps(result, default=str).decode()
+
+
+def _error(message: str, code: str) -> dict[str, str]:
+    return {"error": message, "code": code}
+
+
+def _handler_failure(exc: HandlerError, payload: dict[str, Any]) -> tuple[int, Any]:
+    where = f"handler {payload.get('handler_key')} of module {payload.get('module_id')}"
+    if exc.kind == "timeout":
+        return 504, _error("The handler took too long", "handler_timeout")
+    if exc.kind == "memory":
+        log.warning("%s exceeded its memory limit", where)
+        return 500, _error("The handler used too much memory", "handler_memory_exceeded")
+    if exc.kind == "syntax":
+        log.warning("%s does not compile: %s", where, exc.message)
+        return 500, _error(f"The handler code does not compile: {exc.message}", "handler_invalid")
+    if exc.kind == "thrown":
+        code = exc.code or ""
+        if code == "PGRST116":
+            return 404, _error("Not found", "not_found")
+        if code.startswith(("22", "23")) or code in ("invalid_query", "invalid_identifier"):
+            return 400, _error(exc.message, "bad_request")
+        return 500, _error(exc.message, "handler_error")
+    log.error("%s failed (%s): %s", where, exc.kind, exc.message)
+    return 500, _error("The handler failed", "handler_error")
+
+
+EXECUTOR = web.AppKey("executor", Executor)
+
+
+def build_executor_app(executor: Executor) -> web.Application:
+    from proxy.server.app import scrape
+
+    app = web.Application(client_max_size=64 << 20)
+    app[EXECUTOR] = executor
+
+    async def lifecycle(_app: web.Application) -> Any:
+        await executor.start()
+        yield
+        await executor.stop()
+
+    async def execute(request: web.Request) -> web.Response:
+        request_id = request_id_for(request.headers.get("X-Request-ID"))
+        try:
+            payload = orjson.loads(await request.read())
+            if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
+                raise ValueError("missing fields")
+        except ValueError:
+            metrics.EXECUTOR_CALLS.labels(outcome="invalid").inc()
+            status, body = 400, _error("Malformed execute request", "bad_request")
+        else:
+            status, body = await executor.execute(payload)
+        if status != 200:
+            body = {**body, "request_id": request_id}
+        return web.Response(
+            status=status,
+            body=orjson.dumps(body, default=str),
+            headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+        )
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready"})
+
+    async def metrics_text(_request: web.Request) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return web.Response(body=scrape(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/execute", execute)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_text)
+    return app
