@@ -18,6 +18,7 @@ from proxy.server.gateway import Gateway
 from proxy.settings import load_settings
 from proxy.store.keys import create_key
 from proxy.store.routes import apply_manifest
+from tests.executor.seed_crm import CREATE, DELETE, GET, LIST, UPDATE
 
 CRM = "6f1c2a9e-3b7d-4e2a-9c1f-0a5b8d7e4c21"
 SITE_A = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d"
@@ -26,73 +27,11 @@ AGENCY = "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a"
 
 # The EM-12 seed's CRM routes, handler code exactly as the seed registers it.
 SEED_ROUTES = [
-    (
-        "/contacts",
-        "GET",
-        "List contacts",
-        """
-      const { data, error } = await ctx.db.from('contacts').select('*');
-      if (error) throw error;
-      return { contacts: data };
-    """,
-        ["read:contacts"],
-    ),
-    (
-        "/contacts/:id",
-        "GET",
-        "Get contact by ID",
-        """
-      const { data, error } = await ctx.db.from('contacts')
-        .select('*')
-        .eq('id', ctx.params.id)
-        .single();
-      if (error) throw error;
-      return data;
-    """,
-        ["read:contacts"],
-    ),
-    (
-        "/contacts",
-        "POST",
-        "Create contact",
-        """
-      const { data, error } = await ctx.db.from('contacts')
-        .insert(ctx.body)
-        .select()
-        .single();
-      if (error) throw error;
-      return data;
-    """,
-        ["write:contacts"],
-    ),
-    (
-        "/contacts/:id",
-        "PUT",
-        "Update contact",
-        """
-      const { data, error } = await ctx.db.from('contacts')
-        .update(ctx.body)
-        .eq('id', ctx.params.id)
-        .select()
-        .single();
-      if (error) throw error;
-      return data;
-    """,
-        ["write:contacts"],
-    ),
-    (
-        "/contacts/:id",
-        "DELETE",
-        "Delete contact",
-        """
-      const { error } = await ctx.db.from('contacts')
-        .delete()
-        .eq('id', ctx.params.id);
-      if (error) throw error;
-      return { success: true };
-    """,
-        ["delete:contacts"],
-    ),
+    ("/contacts", "GET", "List contacts", LIST, ["read:contacts"]),
+    ("/contacts/:id", "GET", "Get contact by ID", GET, ["read:contacts"]),
+    ("/contacts", "POST", "Create contact", CREATE, ["write:contacts"]),
+    ("/contacts/:id", "PUT", "Update contact", UPDATE, ["write:contacts"]),
+    ("/contacts/:id", "DELETE", "Delete contact", DELETE, ["delete:contacts"]),
 ]
 
 HOSTILE_ROUTES = {

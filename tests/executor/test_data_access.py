@@ -26,6 +26,7 @@ from proxy.executor.data_access import (
     physical_table,
 )
 from proxy.executor.db_client_js import DB_CLIENT_JS
+from tests.executor.seed_crm import CREATE, DELETE, GET, LIST, UPDATE
 
 MODULE = "6f1c2a9e-3b7d-4c1a-9e2f-0a1b2c3d4e5f"
 OTHER_MODULE = "0bad0bad-0000-4000-8000-000000000000"
@@ -45,44 +46,6 @@ CREATE TABLE mod_6f1c2a9e_settings (id int PRIMARY KEY, name text);
 """
 
 # The seed's "Example: CRM Module API Routes" handlers, verbatim.
-LIST = """
-      const { data, error } = await ctx.db.from('contacts').select('*');
-      if (error) throw error;
-      return { contacts: data };
-    """
-GET = """
-      const { data, error } = await ctx.db.from('contacts')
-        .select('*')
-        .eq('id', ctx.params.id)
-        .single();
-      if (error) throw error;
-      return data;
-    """
-CREATE = """
-      const { data, error } = await ctx.db.from('contacts')
-        .insert(ctx.body)
-        .select()
-        .single();
-      if (error) throw error;
-      return data;
-    """
-UPDATE = """
-      const { data, error } = await ctx.db.from('contacts')
-        .update(ctx.body)
-        .eq('id', ctx.params.id)
-        .select()
-        .single();
-      if (error) throw error;
-      return data;
-    """
-DELETE = """
-      const { error } = await ctx.db.from('contacts')
-        .delete()
-        .eq('id', ctx.params.id);
-      if (error) throw error;
-      return { success: true };
-    """
-
 DEALS: list[dict[str, Any]] = [
     {"title": "alpha", "amount": 10, "won": True, "labels": ["hot"], "closes_on": "2024-01-10"},
     {"title": "Beta", "amount": 20.5, "won": False, "labels": [], "closes_on": "2024-02-10"},
