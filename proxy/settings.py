@@ -293,6 +293,8 @@ FIELDS: tuple[SettingField, ...] = (
                  "delete module_api_logs rows older than this, hourly (0 = keep; see logs prune)"),
     SettingField("executor_url", _url("http", "https"), None,
                  "the handler pool (modgate executor) for function routes; unset = 501"),
+    SettingField("executor_token", _text("a secret", optional=True), None,
+                 "shared secret the gateway sends and the executor requires (unset: none)"),
     SettingField("executor_listen", _ADDRESS, "127.0.0.1:8090",
                  "where `modgate executor` listens (its /metrics, /healthz, /readyz too)"),
     SettingField("executor_workers", _integer(1), 2,
@@ -315,7 +317,7 @@ FIELDS: tuple[SettingField, ...] = (
 # fmt: on
 
 # Never printed: repr and error messages show *** instead.
-SECRET_FIELDS = frozenset({"jwt_secret"})
+SECRET_FIELDS = frozenset({"jwt_secret", "executor_token"})
 
 _BY_NAME: Mapping[str, SettingField] = {field.name: field for field in FIELDS}
 _BY_ENV: Mapping[str, SettingField] = {field.env_var: field for field in FIELDS}
@@ -376,6 +378,7 @@ class Settings:
     request_log_batch_rows: int
     log_retention_days: int
     executor_url: str | None
+    executor_token: str | None
     executor_listen: str
     executor_workers: int
     executor_timeout_seconds: float

@@ -257,6 +257,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("request_log_batch_rows", "0", "an integer >= 1"),
     ("log_retention_days", "-1", "an integer >= 0"),
     ("executor_url", "tcp://pool:8090", "a http:// or https:// URL"),
+    ("executor_token", 42, "a secret"),
     ("executor_listen", "8090", _LISTEN),
     ("executor_workers", "0", "an integer >= 1"),
     ("executor_timeout_seconds", "0", "a number > 0"),
@@ -271,7 +272,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
 
 def _shown(value: object, key: str = "") -> str:
     # What the message quotes: secrets masked, like the real thing.
-    if key == "jwt_secret":
+    if key in ("jwt_secret", "executor_token"):
         return "'***'"
     return repr(value.replace(":pw@", ":***@") if isinstance(value, str) else value)
 

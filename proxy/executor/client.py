@@ -11,15 +11,20 @@ from aiohttp import web
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from proxy.observability import metrics
 
+TOKEN_HEADER = "X-Modgate-Executor-Token"
+
 # Headers a handler never sees: credentials and cookies belong to the gateway's checks.
 HIDDEN_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 
 
 class ExecutorClient:
-    __slots__ = ("_ok", "session", "timeout", "url")
+    __slots__ = ("_ok", "session", "timeout", "token", "url")
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, *, timeout: float) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, url: str, *, timeout: float, token: str | None = None
+    ) -> None:
         self.session = session
+        self.token = token
         self.url = url.rstrip("/") + "/v1/execute"
         # The pool stops a handler at its own limit and answers 504; this margin covers the
         # trip, so a gateway timeout means the pool itself is stuck.
@@ -28,9 +33,12 @@ class ExecutorClient:
 
     async def call(self, payload: dict[str, Any], extra: dict[str, str]) -> web.Response:
         headers = {"Content-Type": "application/json", "X-Request-ID": extra["X-Request-ID"]}
+        sent = dict(headers)
+        if self.token is not None:
+            sent[TOKEN_HEADER] = self.token
         try:
             async with self.session.post(
-                self.url, data=orjson.dumps(payload), headers=headers, timeout=self.timeout
+                self.url, data=orjson.dumps(payload), headers=sent, timeout=self.timeout
             ) as response:
                 body = await response.read()
                 status = response.status

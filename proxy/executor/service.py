@@ -19,6 +19,7 @@ building an unbounded queue.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.executor.client import TOKEN_HEADER
 from proxy.executor.data_access import execute_query
 from proxy.executor.db_client_js import DB_CLIENT_JS
 from proxy.executor.sandbox import HandlerError, Sandbox
@@ -63,9 +65,11 @@ class Executor:
             # min_size=0: the executor starts (and reports ready) while Postgres is away;
             # handlers' ctx.db calls then answer db_unavailable until it is back.
             self.pool = await asyncpg.create_pool(
-                self.settings.database_url, min_size=0, max_size=self.settings.database_pool_size,
+                self.settings.database_url,
+                min_size=0,
+                max_size=self.settings.database_pool_size,
                 command_timeout=self.settings.database_timeout,
-            )  # fmt: skip
+            )
 
     async def stop(self) -> None:
         await self.sandbox.close()
@@ -164,6 +168,7 @@ def _handler_failure(exc: HandlerError, payload: dict[str, Any]) -> tuple[int, A
 
 
 EXECUTOR = web.AppKey("executor", Executor)
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def build_executor_app(executor: Executor) -> web.Application:
@@ -173,12 +178,36 @@ def build_executor_app(executor: Executor) -> web.Application:
     app[EXECUTOR] = executor
 
     async def lifecycle(_app: web.Application) -> Any:
+        settings = executor.settings
+        if not settings.executor_token and settings.executor_host not in _LOOPBACK:
+            log.warning(
+                "executor_token is unset and the executor listens on %s: anything that can "
+                "reach this port can run handlers for any module and site; set executor_token "
+                "or restrict the network (the Helm chart's NetworkPolicy does)",
+                settings.executor_listen,
+            )
         await executor.start()
         yield
         await executor.stop()
 
+    token = executor.settings.executor_token
+    expected = token.encode() if token else None
+
     async def execute(request: web.Request) -> web.Response:
         request_id = request_id_for(request.headers.get("X-Request-ID"))
+        if expected is not None:
+            given = request.headers.get(TOKEN_HEADER, "").encode()
+            if not hmac.compare_digest(given, expected):
+                metrics.EXECUTOR_CALLS.labels(outcome="unauthorized").inc()
+                body = {
+                    **_error("Missing or invalid executor token", "unauthorized"),
+                    "request_id": request_id,
+                }
+                return web.Response(
+                    status=401,
+                    body=orjson.dumps(body),
+                    headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+                )
         try:
             payload = orjson.loads(await request.read())
             if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):

@@ -129,6 +129,7 @@ class Gateway:
                 session,
                 self.settings.executor_url,
                 timeout=self.settings.executor_timeout_seconds,
+                token=self.settings.executor_token,
             )
         self.limiter = self._rate_limiter()
         try:

@@ -45,7 +45,7 @@ RELEASE = "modgate"
 NAMESPACE = "platform"
 SHUTDOWN_GRACE_DEFAULT = 15.0
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-SECRET_SETTINGS = {"database_url", "redis_url", "jwt_secret", "jwt_public_key"}
+SECRET_SETTINGS = {"database_url", "redis_url", "jwt_secret", "jwt_public_key", "executor_token"}
 # Stand-ins for secretKeyRef values, valid for modgate's settings parser.
 SECRET_STANDINS = {
     "MODGATE_DATABASE_URL": "postgresql://modgate:secret@db:5432/platform",
@@ -337,8 +337,12 @@ def test_executor_set(rendered_sets: dict[str, list[dict[str, Any]]]) -> None:
     service = one(docs, "Service", "modgate-executor")
     assert service["spec"]["ports"][0]["port"] == 8090
     gateway = one(docs, "Deployment", "modgate-gateway")["spec"]["template"]["spec"]
-    url = env_of(gateway["containers"][0])["MODGATE_EXECUTOR_URL"]["value"]
-    assert url == "http://modgate-executor:8090"
+    gateway_env = env_of(gateway["containers"][0])
+    assert gateway_env["MODGATE_EXECUTOR_URL"]["value"] == "http://modgate-executor:8090"
+    # Both sides get the shared token from the same Secret key.
+    executor_env = env_of(container)
+    token = gateway_env["MODGATE_EXECUTOR_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert executor_env["MODGATE_EXECUTOR_TOKEN"]["valueFrom"]["secretKeyRef"] == token
 
     policy = one(docs, "NetworkPolicy", "modgate-executor")["spec"]
     gateway_labels = gateway_selector(docs)

@@ -119,6 +119,7 @@ databaseUrl: MODGATE_DATABASE_URL
 redisUrl: MODGATE_REDIS_URL
 jwtSecret: MODGATE_JWT_SECRET
 jwtPublicKey: MODGATE_JWT_PUBLIC_KEY
+executorToken: MODGATE_EXECUTOR_TOKEN
 {{- end -}}
 
 {{/* Fails on a secret with both value and existingSecret; true when any value is set. */}}
@@ -141,7 +142,7 @@ Env entries for secrets. Call with (dict "root" $ "only" (list "databaseUrl") "s
 {{- $root := .root -}}
 {{- $chartSecret := default (include "modgate.secretName" $root) .secretName -}}
 {{- $envs := include "modgate.secretEnvMap" $root | fromYaml -}}
-{{- range $name := list "databaseUrl" "redisUrl" "jwtSecret" "jwtPublicKey" -}}
+{{- range $name := list "databaseUrl" "redisUrl" "jwtSecret" "jwtPublicKey" "executorToken" -}}
 {{- $s := index $root.Values.secrets $name -}}
 {{- if and (or (empty $.only) (has $name $.only)) (or $s.value $s.existingSecret) }}
 - name: {{ index $envs $name }}
