@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test tools check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability clean
+.PHONY: run test tools bench bench-smoke check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,12 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+
+bench: $(STAMP)  ## side by side with nginx and bare aiohttp, plus matching, memory, propagation
+	$(PY) bench/run.py
+
+bench-smoke: $(STAMP)  ## the same, short
+	$(PY) bench/run.py --smoke
 
 bench-matcher: $(STAMP)  ## route match cost at 10, 10k and 100k routes
 	$(PY) bench/matcher_bench.py

@@ -65,6 +65,7 @@ async def run(gateways: int, changes: int) -> int:
                             "method": "GET",
                             "handler_type": "static",
                             "handler_code": '"v0"',
+                            "requires_auth": False,
                         },
                         # Realistic table size: the module has more routes than the one changed.
                         *[
@@ -73,6 +74,7 @@ async def run(gateways: int, changes: int) -> int:
                                 "method": "GET",
                                 "handler_type": "static",
                                 "handler_code": str(i),
+                                "requires_auth": False,
                             }
                             for i in range(500)
                         ],
