@@ -106,6 +106,23 @@ class _Node(Generic[T]):
         self.rest: dict[str, _Entry[T]] = {}  # patterns ending in "*" here
 
 
+# One empty dict for every empty slot once a table is built (never mutated after build): most
+# nodes end no route and have no children, and a dict costs 64 bytes even empty.
+_EMPTY: dict[str, Any] = {}
+
+
+def _share_empty(root: _Node[T]) -> None:
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.statics.values())
+        if node.param is not None:
+            stack.append(node.param)
+        for slot in ("statics", "ends", "rest"):
+            if not getattr(node, slot):
+                setattr(node, slot, _EMPTY)
+
+
 class Match(Generic[T]):
     """The winning route: its payload, its decoded params ("*" for the rest) and its template."""
 
@@ -177,6 +194,7 @@ class PathMatcher(Generic[T]):
             slot[method] = _Entry(template, payload, tuple(keys))
             count += 1
         _alias_head(root)
+        _share_empty(root)
         return cls(root, count)
 
     def __len__(self) -> int:

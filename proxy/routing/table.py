@@ -95,7 +95,7 @@ class CompiledRoute:
 
     __slots__ = ("handler_key", "spec", "static", "target", "template")
 
-    def __init__(self, spec: RouteSpec, module_upstream: str | None) -> None:
+    def __init__(self, spec: RouteSpec, module_target: UpstreamTarget | None) -> None:
         self.spec = spec
         self.template = normalize_template(spec.path)
         self.static: StaticBody | None = None
@@ -110,8 +110,8 @@ class CompiledRoute:
         elif spec.handler_type == "proxy":
             if spec.handler_url:
                 self.target = UpstreamTarget.for_handler_url(spec.handler_url)
-            elif module_upstream:
-                self.target = UpstreamTarget(module_upstream.rstrip("/"), keep_path=True)
+            elif module_target is not None:
+                self.target = module_target  # one per module, shared by its routes
             else:
                 raise RouteConflictError(
                     f"{spec.method} {spec.path}: a proxy route needs handler_url "
@@ -132,7 +132,10 @@ class ModuleTable:
         self.name = spec.name
         self.upstream = spec.upstream
         self.version = version
-        routes = [CompiledRoute(r, spec.upstream) for r in spec.routes]
+        upstream = (
+            UpstreamTarget(spec.upstream.rstrip("/"), keep_path=True) if spec.upstream else None
+        )
+        routes = [CompiledRoute(r, upstream) for r in spec.routes]
         self.matcher: PathMatcher[CompiledRoute] = PathMatcher.build(
             (route.spec.path, route.spec.method, route) for route in routes
         )
