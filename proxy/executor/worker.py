@@ -10,12 +10,10 @@ import sys
 from aiohttp import web
 
 from proxy.executor.service import Executor, build_executor_app
+from proxy.server.worker import EXIT_FATAL, EXIT_OK  # the supervisor reads these codes
 from proxy.settings import Settings
 
 log = logging.getLogger("modgate.executor")
-
-EXIT_OK = 0
-EXIT_FATAL = 2
 
 
 async def serve_executor(settings: Settings, *, reuse_port: bool = False) -> int:

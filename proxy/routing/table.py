@@ -7,7 +7,7 @@ the upstream URL pieces) so the hot path only matches and reads attributes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import orjson
@@ -46,13 +46,13 @@ class UpstreamTarget:
     base: str
     keep_path: bool
     placeholders: tuple[str, ...] = ()
+    # scheme://host:port, the upstream's metric label and log name (never the path or query,
+    # which may carry tokens); computed once here, not per request.
+    origin: str = field(init=False)
 
-    @property
-    def origin(self) -> str:
-        """scheme://host:port, the upstream's metric label and log name (never the path or
-        query, which may carry tokens)."""
+    def __post_init__(self) -> None:
         scheme, _, rest = self.base.partition("://")
-        return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+        object.__setattr__(self, "origin", f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}")
 
     def url_for(self, raw_path: str, query: str, params: dict[str, str]) -> str:
         if self.keep_path:

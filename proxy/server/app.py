@@ -85,19 +85,14 @@ def build_admin_app(gateway: Gateway) -> web.Application:
         return _json(200, {"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        if gateway.ready:
+        reason = gateway.not_ready_reason()
+        if reason is None:
             body: dict[str, object] = {
                 "status": "ready",
                 "route_table_version": gateway.registry.version,
                 **gateway.dependencies(),
             }
             return _json(200, body)
-        if gateway.draining:
-            reason = "draining"
-        elif not gateway.registry.loaded:
-            reason = "route tables not loaded yet"
-        else:
-            reason = "Redis is failing and redis_failure_policy is closed"
         request_id = request_id_for(request.headers.get("X-Request-ID"))
         return error_response(_AdminError(503, "not_ready", reason), request_id)
 

@@ -99,13 +99,20 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        """Route tables loaded, not draining, and no dependency failing in a way that makes
-        every request fail (Redis down under redis_failure_policy closed). Postgres down is
-        not a reason: the last good tables keep serving."""
-        if not self.registry.loaded or self.draining:
-            return False
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why /readyz is 503, or None when ready. Postgres being down is not a reason: the
+        last good tables keep serving; Redis down is one only under the `closed` policy,
+        where every request would fail."""
+        if self.draining:
+            return "draining"
+        if not self.registry.loaded:
+            return "route tables not loaded yet"
         limiter = self.limiter
-        return not (limiter is not None and limiter.policy == "closed" and limiter.breaker.open)
+        if limiter is not None and limiter.policy == "closed" and limiter.breaker.open:
+            return "Redis is failing and redis_failure_policy is closed"
+        return None
 
     def dependencies(self) -> dict[str, str]:
         """Each dependency's state, for /readyz."""

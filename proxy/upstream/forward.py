@@ -93,9 +93,9 @@ async def forward(
             allow_redirects=False,
         )
     except Exception as exc:
-        raise _translate(exc, state, url) from exc
+        raise _translate(exc, state, origin) from exc
     try:
-        return await _relay(request, upstream, extra, state, url)
+        return await _relay(request, upstream, extra, state, origin)
     finally:
         upstream.release()
         _upstream_timer(origin).observe(time.perf_counter() - started)
@@ -116,7 +116,7 @@ async def _relay(
     upstream: aiohttp.ClientResponse,
     extra: dict[str, str],
     state: _BodyState,
-    url: str,
+    origin: str,
 ) -> web.StreamResponse:
     headers = _response_headers(upstream, extra)
     length = upstream.content_length
@@ -129,7 +129,7 @@ async def _relay(
         try:
             body = await upstream.read()
         except Exception as exc:
-            raise _translate(exc, state, url) from exc
+            raise _translate(exc, state, origin) from exc
         del headers["Content-Length"]
         return web.Response(
             status=upstream.status, reason=upstream.reason, body=body, headers=headers
@@ -144,7 +144,7 @@ async def _relay(
         metrics.UPSTREAM_ERRORS.labels(kind="broken_response").inc()
         log.warning(
             "upstream %s failed mid-response (%s); closing client connection",
-            _origin(url),
+            origin,
             type(exc).__name__,
         )
         upstream.close()
@@ -172,7 +172,7 @@ def _response_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -
     return headers
 
 
-def _translate(exc: BaseException, state: _BodyState, url: str) -> Exception:
+def _translate(exc: BaseException, state: _BodyState, origin: str) -> Exception:
     """Map a client-side failure to the error the caller sees; details go to the log only."""
     if state.too_large:
         metrics.UPSTREAM_ERRORS.labels(kind="body_too_large").inc()
@@ -181,17 +181,11 @@ def _translate(exc: BaseException, state: _BodyState, url: str) -> Exception:
         return exc
     if isinstance(exc, TimeoutError):
         metrics.UPSTREAM_ERRORS.labels(kind="timeout").inc()
-        log.warning("upstream %s timed out (%s)", _origin(url), type(exc).__name__)
+        log.warning("upstream %s timed out (%s)", origin, type(exc).__name__)
         return UpstreamTimeout()
     if isinstance(exc, aiohttp.ClientError | OSError):
         metrics.UPSTREAM_ERRORS.labels(kind="unavailable").inc()
-        log.warning("upstream %s unavailable: %s", _origin(url), exc)
+        log.warning("upstream %s unavailable: %s", origin, exc)
         return UpstreamUnavailable()
-    log.exception("unexpected error forwarding to %s", _origin(url))
+    log.exception("unexpected error forwarding to %s", origin)
     return UpstreamUnavailable()
-
-
-def _origin(url: str) -> str:
-    # Logs name the upstream, not the full URL: query strings may carry tokens.
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
