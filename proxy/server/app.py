@@ -28,11 +28,11 @@ def build_public_app(gateway: Gateway) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
-        assert gateway.session is not None and gateway.authenticator is not None
+        assert gateway.pool is not None and gateway.authenticator is not None
         settings = gateway.settings
         app[PIPELINE] = Pipeline(
             gateway.registry,
-            gateway.session,
+            gateway.pool,
             gateway.authenticator,
             cors=gateway.cors,
             addresses=gateway.addresses,

@@ -26,7 +26,8 @@ from proxy.store.file_source import FileSource
 from proxy.store.logs import LogPruner, write_logs
 from proxy.store.pg_source import PostgresSource
 from proxy.store.source import Source
-from proxy.upstream.client import create_session
+from proxy.upstream.client import create_pool, create_session
+from proxy.upstream.pool import UpstreamPool
 
 
 def source_for(settings: Settings, registry: RouteRegistry, keys: KeyDirectory) -> Source:
@@ -95,6 +96,7 @@ class Gateway:
         self.observer = RequestObserver(access_log=self.access_log, request_log=self.request_log)
         self._redis: Any = None
         self.session: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
         self.draining = False
 
     @property
@@ -128,6 +130,7 @@ class Gateway:
         from proxy.auth.jwt import JwtVerifier
 
         self.session = create_session(self.settings)
+        self.pool = create_pool(self.settings)
         session = self.session
         jwt = JwtVerifier.from_settings(self.settings, lambda: session)
         self.authenticator = Authenticator(self.keys, jwt, usage=self.usage)
@@ -172,6 +175,8 @@ class Gateway:
             await self._redis.aclose()
         if self.session is not None:
             await self.session.close()
+        if self.pool is not None:
+            await self.pool.close()
 
     def _rate_limiter(self) -> RateLimiter | None:
         settings = self.settings

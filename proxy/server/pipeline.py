@@ -15,10 +15,8 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-import aiohttp
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 
 from proxy.auth.authenticator import Authenticator, authorize
 from proxy.auth.client_address import ClientAddressResolver
@@ -45,7 +43,8 @@ from proxy.routing.table import CompiledRoute, ModuleTable
 from proxy.server.request_id import request_id_for
 from proxy.server.responses import error_response
 from proxy.upstream.forward import forward
-from proxy.upstream.headers import REQUEST_DROP, filter_headers
+from proxy.upstream.headers import request_header_lines
+from proxy.upstream.pool import UpstreamPool
 
 log = logging.getLogger("modgate.request")
 
@@ -57,13 +56,13 @@ class Pipeline:
 
     __slots__ = (
         "addresses", "auth", "cors", "executor", "limiter", "max_body_bytes", "observer",
-        "registry", "session", "sidecar_module",
+        "pool", "registry", "sidecar_module",
     )  # fmt: skip
 
     def __init__(
         self,
         registry: RouteRegistry,
-        session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         auth: Authenticator,
         *,
         cors: CorsPolicy,
@@ -75,7 +74,7 @@ class Pipeline:
         sidecar_module: str | None = None,
     ) -> None:
         self.registry = registry
-        self.session = session
+        self.pool = pool
         self.auth = auth
         self.cors = cors
         self.addresses = addresses
@@ -194,25 +193,37 @@ class Pipeline:
         if target is None:
             return await self._call_handler(request, table, match, query, principal, extra)
         url = target.url_for(module_path, query, match.params)
+        endpoint = self.pool.endpoint(target.origin)
+        path = url[len(target.origin) :]
+        if not path.startswith("/"):
+            path = "/" + path
+        headers = request.headers
+        keep_out = _NOTHING
         credential = principal.credential_header
-        keep_out = (credential,) if credential and not route.spec.forward_credentials else ()
-        headers = filter_headers(request.headers, REQUEST_DROP, keep_out)
-        forwarded_for = request.headers.get("X-Forwarded-For")
+        if credential and not route.spec.forward_credentials:
+            keep_out = _CREDENTIAL_NAMES[credential]
+        if endpoint.authorization is not None:
+            keep_out = keep_out | _AUTHORIZATION  # the URL's credentials replace the client's
+        lines = request_header_lines(request.raw_headers, "Connection" in headers, keep_out)
+        forwarded_for = headers.get("X-Forwarded-For")
         peer = request.remote or ""
-        headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-        headers["X-Forwarded-Proto"] = request.scheme
+        lines.append(
+            f"X-Forwarded-For: {forwarded_for}, {peer}\r\n".encode()
+            if forwarded_for
+            else f"X-Forwarded-For: {peer}\r\n".encode()
+        )
+        lines.append(_PROTO_LINES[request.scheme])
         if request.host:
-            headers["X-Forwarded-Host"] = request.host
-        headers["X-Request-ID"] = extra["X-Request-ID"]
-        _identity_headers(headers, table.id, principal)
+            lines.append(f"X-Forwarded-Host: {request.host}\r\n".encode())
+        lines += _identity_lines(extra["X-Request-ID"], table.id, principal)
         return await forward(
             request,
-            self.session,
-            url,
-            headers,
+            self.pool,
+            endpoint,
+            path,
+            lines,
             max_body_bytes=self.max_body_bytes,
             extra=extra,
-            origin=target.origin,
         )
 
     async def _call_handler(
@@ -270,14 +281,25 @@ class Pipeline:
 _HANDLER_BODY_LIMIT = 10 * 1024 * 1024
 
 
-def _identity_headers(headers: CIMultiDict[str], module_id: str, who: Principal) -> None:
-    """Who is calling, for the module service; the client's own versions were stripped."""
-    headers["X-Module-Id"] = module_id
+_NOTHING: frozenset[bytes] = frozenset()
+_AUTHORIZATION = frozenset({b"authorization"})
+_CREDENTIAL_NAMES = {"X-API-Key": frozenset({b"x-api-key"}), "Authorization": _AUTHORIZATION}
+_PROTO_LINES = {
+    "http": b"X-Forwarded-Proto: http\r\n",
+    "https": b"X-Forwarded-Proto: https\r\n",
+}
+
+
+def _identity_lines(request_id: str, module_id: str, who: Principal) -> list[bytes]:
+    """The request id and who is calling, for the module service (the client's own versions
+    of these headers were stripped)."""
+    lines = [f"X-Request-ID: {request_id}\r\n", f"X-Module-Id: {module_id}\r\n"]
     if who.site_id:
-        headers["X-Site-Id"] = who.site_id
+        lines.append(f"X-Site-Id: {who.site_id}\r\n")
     if who.user_id and who.user_id.isprintable():
-        headers["X-User-Id"] = who.user_id
+        lines.append(f"X-User-Id: {who.user_id}\r\n")
     if who.api_key is not None:
-        headers["X-Api-Key-Id"] = who.api_key.record.id
+        lines.append(f"X-Api-Key-Id: {who.api_key.record.id}\r\n")
     if who.grants.scopes:
-        headers["X-Scopes"] = " ".join(who.grants.scopes)
+        lines.append(f"X-Scopes: {' '.join(who.grants.scopes)}\r\n")
+    return [line.encode("utf-8", "surrogateescape") for line in lines]

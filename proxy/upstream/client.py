@@ -1,10 +1,22 @@
-"""The upstream HTTP client: one pooled keep-alive session per gateway process."""
+"""The gateway's HTTP clients: the upstream pool for proxied requests, and one aiohttp session
+for everything else it calls (the handler pool, JWKS)."""
 
 from __future__ import annotations
 
 import aiohttp
 
 from proxy.settings import Settings
+from proxy.upstream.pool import UpstreamPool
+
+
+def create_pool(settings: Settings) -> UpstreamPool:
+    """Keep-alive connections to module upstreams, for the proxy path."""
+    return UpstreamPool(
+        max_connections=settings.upstream_max_connections,
+        keepalive_seconds=settings.upstream_keepalive_seconds,
+        connect_timeout=settings.upstream_connect_timeout,
+        timeout=settings.upstream_timeout,
+    )
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:

@@ -1,38 +1,47 @@
 """Forward one request to an upstream and relay its response, streaming both bodies.
 
-Strategy: the request body is handed to the client session as a stream (the server's
-StreamReader, or a counting generator when the length is unknown and a limit applies), so a
-1 GB upload costs a few buffers, not 1 GB. Small upstream responses with a known length are
-read whole and sent in one write; everything else is relayed chunk by chunk as it arrives.
+Strategy: the request head is built as bytes from the client's raw header lines plus the
+gateway's own (no decode/re-encode), written on a pooled keep-alive connection
+(`UpstreamPool`), and the response is parsed by llhttp (`UpstreamConnection`). A request body
+is streamed by a writer task while the response is awaited, so a 1 GB upload costs a few
+buffers, not 1 GB, and an upstream that answers early is heard. Small upstream responses with
+a known length are read whole and sent in one write; everything else is relayed chunk by chunk
+as it arrives, with back-pressure both ways. One deadline (`upstream_timeout`) covers the
+whole exchange, connect included.
 
-Failure mapping, before the response has started: connect/read/total timeout -> 504, refused
-or broken connection -> 502, body over the limit -> 413. After the status line has been sent
-nothing can be mapped any more: the client's connection is cut so a truncated body never looks
-complete.
+Failure mapping, before the response has started: connect/total timeout -> 504, refused or
+broken connection or an invalid response -> 502, body over the limit -> 413. After the status
+line has been sent nothing can be mapped any more: the client's connection is cut so a
+truncated body never looks complete. A reused keep-alive connection that the upstream had
+already closed is retried once on a new connection when the request has no body (nothing can
+have been processed: no byte of a response came back).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
-from yarl import URL
 
-from proxy.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import BadRequest, PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
 from proxy.observability import metrics
-from proxy.upstream.headers import RESPONSE_DROP, filter_headers
+from proxy.upstream.connection import UpstreamClosed, UpstreamConnection
+from proxy.upstream.headers import response_header_pairs
+from proxy.upstream.pool import Endpoint, UpstreamPool
 
 log = logging.getLogger("modgate.upstream")
 
 # Responses up to this size (with a Content-Length) are read whole: one write instead of a loop.
 SMALL_RESPONSE_BYTES = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+# Methods whose empty body is still announced (Content-Length: 0), as HTTP clients do.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class _BodyState:
@@ -69,35 +78,135 @@ def _request_body(
     return _counted(request.content, state)
 
 
+def request_head(
+    method: str,
+    target: str,
+    endpoint: Endpoint,
+    header_lines: list[bytes],
+    framing: bytes | None,
+) -> bytes:
+    """The request line, Host, the forwarded header lines and the body framing, as bytes.
+
+    Raises BadRequest when a value put in by the gateway (a token's claim, say) would break
+    the head with a line break: every line must end where the gateway ended it."""
+    lines = [
+        f"{method} {target} HTTP/1.1\r\n".encode(),
+        b"Host: " + endpoint.host_header + b"\r\n",
+    ]
+    if endpoint.authorization is not None:
+        lines.append(endpoint.authorization)
+    if framing is not None:
+        lines.append(framing)
+    lines += header_lines
+    lines.append(b"\r\n")
+    head = b"".join(lines)
+    if head.count(b"\n") != len(lines) or head.count(b"\r") != len(lines):
+        raise BadRequest("A header value cannot be forwarded: it contains a line break")
+    return head
+
+
+def _framing(request: web.Request, body: object) -> bytes | None:
+    """How the body is delimited upstream; a client's Content-Length line is forwarded as is."""
+    if body is None:
+        if request.content_length is None and request.method in _BODY_METHODS:
+            return b"Content-Length: 0\r\n"
+        return None
+    if request.content_length is None:
+        return b"Transfer-Encoding: chunked\r\n"
+    return None
+
+
+async def _send_body(
+    conn: UpstreamConnection, body: StreamReader | AsyncIterator[bytes], chunked: bool
+) -> None:
+    chunks = body.iter_any() if isinstance(body, StreamReader) else body
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            if chunked:
+                conn.write(b"%x\r\n" % len(chunk))
+                conn.write(chunk)
+                conn.write(b"\r\n")
+            else:
+                conn.write(chunk)
+            await conn.drain()
+        if chunked:
+            conn.write(b"0\r\n\r\n")
+    except BaseException as exc:
+        # The upstream must see the upload cut, never a short body it could take as whole.
+        conn.fail(exc)
+        raise
+
+
+def _expire(conn: UpstreamConnection) -> None:
+    conn.fail(TimeoutError("upstream_timeout passed"))
+
+
 async def forward(
     request: web.Request,
-    session: aiohttp.ClientSession,
-    url: str,
-    headers: CIMultiDict[str],
+    pool: UpstreamPool,
+    endpoint: Endpoint,
+    target: str,
+    header_lines: list[bytes],
     *,
     max_body_bytes: int,
     extra: dict[str, str],
-    origin: str,
 ) -> web.StreamResponse:
-    """Send `request` to `url` with `headers` and return the relayed response, with the
-    gateway's own response headers (`extra`: X-Request-ID, CORS) applied."""
+    """Send `request` to `target` (path and query) on `endpoint` with `header_lines` and
+    return the relayed response, with the gateway's own headers (`extra`) applied."""
     state = _BodyState(max_body_bytes)
     body = _request_body(request, state)
+    method = request.method
+    head = request_head(method, target, endpoint, header_lines, _framing(request, body))
+    origin = endpoint.origin
     started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + pool.timeout
+    conn: UpstreamConnection | None = None
+    timer: asyncio.TimerHandle | None = None
+    sender: asyncio.Task[None] | None = None
     try:
-        upstream = await session.request(
-            request.method,
-            URL(url, encoded=True),
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-        )
-    except Exception as exc:
-        raise _translate(exc, state, origin) from exc
-    try:
-        return await _relay(request, upstream, extra, state, origin)
+        attempt = 0
+        while True:
+            attempt += 1
+            conn = pool.reuse(endpoint)
+            try:
+                if conn is None:
+                    async with asyncio.timeout_at(deadline):
+                        conn = await pool.acquire(endpoint)
+                timer = loop.call_at(deadline, _expire, conn)
+                conn.begin(head, head_request=method == "HEAD")
+                if body is not None:
+                    chunked = request.content_length is None
+                    sender = asyncio.create_task(_send_body(conn, body, chunked))
+                await conn.wait_head()
+            except UpstreamClosed as exc:
+                if attempt == 1 and body is None and conn is not None and conn.reused:
+                    # A keep-alive connection the upstream had closed: nothing was processed.
+                    if timer is not None:
+                        timer.cancel()
+                    pool.release(endpoint, conn)
+                    conn = None
+                    continue
+                raise _translate(exc, state, origin) from exc
+            except Exception as exc:
+                raise _translate(exc, state, origin) from exc
+            break
+        assert conn is not None
+        return await _relay(request, conn, extra, state, origin)
     finally:
-        upstream.release()
+        if timer is not None:
+            timer.cancel()
+        if sender is not None:
+            if not sender.done():
+                sender.cancel()  # the upstream answered before reading the whole body
+                if conn is not None:
+                    conn.close()
+            elif not sender.cancelled():
+                sender.exception()  # seen: its failure already ended the exchange
+        if conn is not None:
+            pool.release(endpoint, conn)
         _upstream_timer(origin).observe(time.perf_counter() - started)
 
 
@@ -113,54 +222,54 @@ def _upstream_timer(origin: str) -> Any:
 
 async def _relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    conn: UpstreamConnection,
     extra: dict[str, str],
     state: _BodyState,
     origin: str,
 ) -> web.StreamResponse:
-    headers = _response_headers(upstream, extra)
-    length = upstream.content_length
+    status = conn.status
+    reason = conn.reason.decode("latin-1") or None
+    headers = _response_headers(conn, extra)
+    length = conn.content_length
     if (
         length is not None
         and length <= SMALL_RESPONSE_BYTES
         and request.method != "HEAD"
-        and upstream.status not in _NO_BODY_STATUSES
+        and status not in _NO_BODY_STATUSES
     ):
         try:
-            body = await upstream.read()
+            body = await conn.read_all()
         except Exception as exc:
             raise _translate(exc, state, origin) from exc
         del headers["Content-Length"]
-        return web.Response(
-            status=upstream.status, reason=upstream.reason, body=body, headers=headers
-        )
+        return web.Response(status=status, reason=reason, body=body, headers=headers)
 
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    response = web.StreamResponse(status=status, reason=reason, headers=headers)
     await response.prepare(request)
     try:
-        async for chunk in upstream.content.iter_any():
+        while chunk := await conn.read_chunk():
             await response.write(chunk)
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except ConnectionResetError:
+        metrics.UPSTREAM_ERRORS.labels(kind="client_gone").inc()
+        conn.close()
+        return response
+    except (OSError, TimeoutError) as exc:
         metrics.UPSTREAM_ERRORS.labels(kind="broken_response").inc()
         log.warning(
             "upstream %s failed mid-response (%s); closing client connection",
             origin,
             type(exc).__name__,
         )
-        upstream.close()
+        conn.close()
         if request.transport is not None:
             request.transport.close()
-        return response
-    except ConnectionResetError:
-        metrics.UPSTREAM_ERRORS.labels(kind="client_gone").inc()
-        upstream.close()
         return response
     await response.write_eof()
     return response
 
 
-def _response_headers(upstream: aiohttp.ClientResponse, extra: dict[str, str]) -> CIMultiDict[str]:
-    headers = filter_headers(upstream.headers, RESPONSE_DROP)
+def _response_headers(conn: UpstreamConnection, extra: dict[str, str]) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict(response_header_pairs(conn.headers))
     if "Access-Control-Allow-Origin" in extra:
         # The gateway answers CORS; an upstream's own Access-Control-* would contradict it.
         for name in [n for n in headers if n.lower().startswith("access-control-")]:
@@ -177,13 +286,13 @@ def _translate(exc: BaseException, state: _BodyState, origin: str) -> Exception:
     if state.too_large:
         metrics.UPSTREAM_ERRORS.labels(kind="body_too_large").inc()
         return PayloadTooLarge(f"Request body exceeds {state.limit} bytes")
-    if isinstance(exc, PayloadTooLarge):
+    if isinstance(exc, PayloadTooLarge | BadRequest):
         return exc
     if isinstance(exc, TimeoutError):
         metrics.UPSTREAM_ERRORS.labels(kind="timeout").inc()
         log.warning("upstream %s timed out (%s)", origin, type(exc).__name__)
         return UpstreamTimeout()
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, OSError):
         metrics.UPSTREAM_ERRORS.labels(kind="unavailable").inc()
         log.warning("upstream %s unavailable: %s", origin, exc)
         return UpstreamUnavailable()

@@ -7,7 +7,7 @@ connection and never cross. Identity headers are set by the gateway only: a clie
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -32,6 +32,9 @@ _GATEWAY_SET = frozenset(
 )
 REQUEST_DROP = HOP_BY_HOP | IDENTITY | _GATEWAY_SET
 RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
+# The same sets for raw header names as they come off the wire (bytes, lowercased to compare).
+REQUEST_DROP_RAW = frozenset(name.encode() for name in REQUEST_DROP)
+RESPONSE_DROP_RAW = frozenset(name.encode() for name in RESPONSE_DROP)
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -54,3 +57,42 @@ def filter_headers(
             continue
         out.add(name, value)
     return out
+
+
+def _raw_connection_tokens(raw: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    return frozenset(
+        token.strip().lower()
+        for name, value in raw
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+        if token.strip()
+    )
+
+
+def request_header_lines(
+    raw: Sequence[tuple[bytes, bytes]], has_connection: bool, keep_out: frozenset[bytes]
+) -> list[bytes]:
+    """The client's headers to forward, as wire lines (`Name: value\r\n`), without the drop
+    set, the names its Connection header lists and `keep_out` (lowercase names).
+
+    Works on the raw pairs the server parsed, so nothing is decoded and re-encoded; llhttp has
+    refused CR, LF and NUL in them already."""
+    drop = REQUEST_DROP_RAW
+    if has_connection:
+        drop = drop | _raw_connection_tokens(raw)
+    if keep_out:
+        drop = drop | keep_out
+    return [name + b": " + value + b"\r\n" for name, value in raw if name.lower() not in drop]
+
+
+def response_header_pairs(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """An upstream's response headers to relay (decoded as aiohttp decodes them), without
+    hop-by-hop headers, the names its Connection header lists and X-Request-ID."""
+    drop = RESPONSE_DROP_RAW
+    if any(name.lower() == b"connection" for name, _ in raw):
+        drop = drop | _raw_connection_tokens(raw)
+    return [
+        (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        for name, value in raw
+        if name.lower() not in drop
+    ]
