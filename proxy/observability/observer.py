@@ -58,7 +58,7 @@ class RequestObserver:
 
     def observe(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         response: web.StreamResponse,
         info: RequestInfo,
         started: float,
@@ -117,7 +117,7 @@ def _caller(principal: Principal | None) -> str:
 
 
 def _log_row(
-    request: web.Request,
+    request: web.BaseRequest,
     info: RequestInfo,
     table: ModuleTable,
     status: int,

@@ -21,27 +21,47 @@ GATEWAY = web.AppKey("gateway", Gateway)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 
 
+def public_pipeline(gateway: Gateway) -> Pipeline:
+    """The request pipeline over a started gateway's resources."""
+    assert gateway.pool is not None and gateway.authenticator is not None
+    settings = gateway.settings
+    return Pipeline(
+        gateway.registry,
+        gateway.pool,
+        gateway.authenticator,
+        cors=gateway.cors,
+        addresses=gateway.addresses,
+        limiter=gateway.limiter,
+        observer=gateway.observer,
+        executor=gateway.executor,
+        max_body_bytes=settings.max_body_bytes,
+        sidecar_module=settings.sidecar_module if settings.mode == "sidecar" else None,
+    )
+
+
+def build_public_server(pipeline: Pipeline) -> web.Server:
+    """What a worker serves on the public port: aiohttp's low-level server handing every
+    request straight to the pipeline. The pipeline does its own routing, so an Application's
+    router, match info and middleware chain would be per-request work for nothing."""
+    return web.Server(
+        pipeline.handle,
+        # A client that goes away cancels its handler, which closes the upstream request.
+        handler_cancellation=True,
+        # Request bodies are forwarded as sent, compressed or not.
+        auto_decompress=False,
+        access_log=None,
+    )
+
+
 def build_public_app(gateway: Gateway) -> web.Application:
-    """The public app; its lifecycle opens and closes the gateway's resources."""
+    """The same pipeline as an Application whose lifecycle opens and closes the gateway's
+    resources: for in-process tests and embedding (workers use `build_public_server`)."""
     app = web.Application()
     app[GATEWAY] = gateway
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
-        assert gateway.pool is not None and gateway.authenticator is not None
-        settings = gateway.settings
-        app[PIPELINE] = Pipeline(
-            gateway.registry,
-            gateway.pool,
-            gateway.authenticator,
-            cors=gateway.cors,
-            addresses=gateway.addresses,
-            limiter=gateway.limiter,
-            observer=gateway.observer,
-            executor=gateway.executor,
-            max_body_bytes=settings.max_body_bytes,
-            sidecar_module=settings.sidecar_module if settings.mode == "sidecar" else None,
-        )
+        app[PIPELINE] = public_pipeline(gateway)
         yield
         await gateway.stop()
 

@@ -84,7 +84,7 @@ class Pipeline:
         self.max_body_bytes = max_body_bytes
         self.sidecar_module = sidecar_module
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = request_id_for(request.headers.get("X-Request-ID"))
         extra = {"X-Request-ID": request_id}
@@ -104,7 +104,7 @@ class Pipeline:
         return response
 
     async def _serve(
-        self, request: web.Request, extra: dict[str, str], info: RequestInfo
+        self, request: web.BaseRequest, extra: dict[str, str], info: RequestInfo
     ) -> web.StreamResponse:
         headers = request.headers
         path, _, query = request.raw_path.partition("?")
@@ -176,7 +176,7 @@ class Pipeline:
 
     async def _dispatch(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         table: ModuleTable,
         match: Match[CompiledRoute],
         module_path: str,
@@ -228,7 +228,7 @@ class Pipeline:
 
     async def _call_handler(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         table: ModuleTable,
         match: Match[CompiledRoute],
         query: str,
@@ -258,7 +258,7 @@ class Pipeline:
         }
         return await self.executor.call(payload, extra)
 
-    async def _json_body(self, request: web.Request) -> Any:
+    async def _json_body(self, request: web.BaseRequest) -> Any:
         """The request body as JSON (None when empty): 413 past the limit, 400 if malformed."""
         if not request.body_exists:
             return None

@@ -15,7 +15,7 @@ import sys
 from aiohttp import web
 
 from proxy.errors import ConfigError
-from proxy.server.app import build_admin_app, build_public_app
+from proxy.server.app import build_admin_app, build_public_server, public_pipeline
 from proxy.server.gateway import Gateway
 from proxy.settings import Settings
 
@@ -27,20 +27,17 @@ EXIT_FATAL = 2  # misconfiguration or port in use: restarting the worker will no
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     gateway = Gateway(settings)
-    public = web.AppRunner(
-        build_public_app(gateway),
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=settings.shutdown_grace_seconds,
-        # A client that goes away cancels its handler, which closes the upstream request.
-        handler_cancellation=True,
-        # Request bodies are forwarded as sent, compressed or not.
-        auto_decompress=False,
-    )
+    public: web.ServerRunner | None = None
     admin = web.AppRunner(
         build_admin_app(gateway), handle_signals=False, access_log=None, shutdown_timeout=1.0
     )
     try:
+        await gateway.start()
+        public = web.ServerRunner(
+            build_public_server(public_pipeline(gateway)),
+            handle_signals=False,
+            shutdown_timeout=settings.shutdown_grace_seconds,
+        )
         await public.setup()
         await admin.setup()
         host, port = settings.listen_host, settings.listen_port
@@ -50,11 +47,11 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
         ).start()
     except ConfigError as exc:
         log.error("%s", exc)
-        await _cleanup(public, admin)
+        await _cleanup(gateway, public, admin)
         return EXIT_FATAL
     except OSError as exc:
         log.error("cannot listen: %s", exc)
-        await _cleanup(public, admin)
+        await _cleanup(gateway, public, admin)
         return EXIT_FATAL
 
     stop = asyncio.Event()
@@ -74,19 +71,21 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     await stop.wait()
     gateway.draining = True
     log.info("draining in-flight requests (up to %.1fs)", settings.shutdown_grace_seconds)
-    await _cleanup(public, admin)
+    await _cleanup(gateway, public, admin)
     log.info("stopped")
     return EXIT_OK
 
 
-async def _cleanup(public: web.AppRunner, admin: web.AppRunner) -> None:
-    # Public first: its cleanup stops listening, waits for in-flight requests, then closes the
-    # gateway's resources; the admin port answers /readyz (503 draining) meanwhile.
-    await public.cleanup()
+async def _cleanup(gateway: Gateway, public: web.ServerRunner | None, admin: web.AppRunner) -> None:
+    # Public first: it stops listening and waits for in-flight requests; then the gateway's
+    # resources close; the admin port answers /readyz (503 draining) meanwhile.
+    if public is not None:
+        await public.cleanup()
+    await gateway.stop()
     await admin.cleanup()
 
 
-def _bound_port(runner: web.AppRunner) -> int | None:
+def _bound_port(runner: web.BaseRunner) -> int | None:
     for address in runner.addresses:
         if isinstance(address, tuple):
             return int(address[1])

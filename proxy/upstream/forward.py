@@ -63,7 +63,7 @@ async def _counted(content: StreamReader, state: _BodyState) -> AsyncIterator[by
 
 
 def _request_body(
-    request: web.Request, state: _BodyState
+    request: web.BaseRequest, state: _BodyState
 ) -> StreamReader | AsyncIterator[bytes] | None:
     if not request.body_exists:
         return None
@@ -105,7 +105,7 @@ def request_head(
     return head
 
 
-def _framing(request: web.Request, body: object) -> bytes | None:
+def _framing(request: web.BaseRequest, body: object) -> bytes | None:
     """How the body is delimited upstream; a client's Content-Length line is forwarded as is."""
     if body is None:
         if request.content_length is None and request.method in _BODY_METHODS:
@@ -144,7 +144,7 @@ def _expire(conn: UpstreamConnection) -> None:
 
 
 async def forward(
-    request: web.Request,
+    request: web.BaseRequest,
     pool: UpstreamPool,
     endpoint: Endpoint,
     target: str,
@@ -221,7 +221,7 @@ def _upstream_timer(origin: str) -> Any:
 
 
 async def _relay(
-    request: web.Request,
+    request: web.BaseRequest,
     conn: UpstreamConnection,
     extra: dict[str, str],
     state: _BodyState,
