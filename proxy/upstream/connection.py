@@ -39,8 +39,8 @@ class UpstreamProtocolError(ConnectionError):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "_buffered", "_chunks", "_drain_waiter", "_has_length", "_head_done", "_informational", "_loop",
-        "_no_body", "_on_close", "_parser", "_read_paused", "_waiter", "_write_paused",
+        "_buffered", "_chunks", "_drain_waiter", "_has_length", "_head_done", "_informational",
+        "_loop", "_no_body", "_on_close", "_parser", "_read_paused", "_waiter", "_write_paused",
         "closed", "complete", "content_length", "error", "headers", "idle_since", "keep_alive",
         "reason", "received", "reused", "status", "transport",
     )  # fmt: skip
