@@ -13,8 +13,8 @@ Failure mapping, before the response has started: connect/total timeout -> 504, 
 broken connection or an invalid response -> 502, body over the limit -> 413. After the status
 line has been sent nothing can be mapped any more: the client's connection is cut so a
 truncated body never looks complete. A reused keep-alive connection that the upstream had
-already closed is retried once on a new connection when the request has no body (nothing can
-have been processed: no byte of a response came back).
+already closed is retried once, on a new connection, when the request is idempotent, has no
+body and no byte of a response came back.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ log = logging.getLogger("modgate.upstream")
 # Responses up to this size (with a Content-Length) are read whole: one write instead of a loop.
 SMALL_RESPONSE_BYTES = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+# Safe to send again when a reused connection turns out dead (RFC 9110 §9.2.2).
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # Methods whose empty body is still announced (Content-Length: 0), as HTTP clients do.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -170,11 +172,11 @@ async def forward(
         attempt = 0
         while True:
             attempt += 1
-            conn = pool.reuse(endpoint)
+            conn = pool.reuse(endpoint) if attempt == 1 else None
             try:
                 if conn is None:
                     async with asyncio.timeout_at(deadline):
-                        conn = await pool.acquire(endpoint)
+                        conn = await pool.acquire(endpoint, fresh=attempt > 1)
                 timer = loop.call_at(deadline, _expire, conn)
                 conn.begin(head, head_request=method == "HEAD")
                 if body is not None:
@@ -182,7 +184,14 @@ async def forward(
                     sender = asyncio.create_task(_send_body(conn, body, chunked))
                 await conn.wait_head()
             except UpstreamClosed as exc:
-                if attempt == 1 and body is None and conn is not None and conn.reused:
+                if (
+                    attempt == 1
+                    and body is None
+                    and method in _IDEMPOTENT_METHODS
+                    and conn is not None
+                    and conn.reused
+                    and not conn.received
+                ):
                     # A keep-alive connection the upstream had closed: nothing was processed.
                     if timer is not None:
                         timer.cancel()

@@ -36,10 +36,11 @@ class Endpoint:
         scheme = scheme.lower()
         if not sep or scheme not in DEFAULT_PORTS or not authority:
             raise ValueError(f"not an http(s) origin: {origin!r}")
-        self.origin = origin
         self.tls = scheme == "https"
         self.authorization: bytes | None = None
         userinfo, at, hostport = authority.rpartition("@")
+        # The name in metrics and logs: never the credentials a URL may carry.
+        self.origin = f"{scheme}://{hostport}"
         if at:  # credentials in the URL become Basic auth, as HTTP clients do
             token = base64.b64encode(unquote(userinfo).encode()).decode()
             self.authorization = f"Authorization: Basic {token}\r\n".encode()
@@ -109,15 +110,16 @@ class UpstreamPool:
                 return conn
         return None
 
-    async def acquire(self, endpoint: Endpoint) -> UpstreamConnection:
-        """A connection to `endpoint` once a slot is free: an idle one, or a new one.
-
-        Raises OSError when the upstream refuses, TimeoutError past the connect timeout."""
+    async def acquire(self, endpoint: Endpoint, *, fresh: bool = False) -> UpstreamConnection:
+        """A connection to `endpoint` once a slot is free: an idle one, or a new one (always a
+        new one when `fresh`). Raises OSError when the upstream refuses, TimeoutError past
+        the connect timeout."""
         if self._in_use >= self.max_connections:
             await self._wait_for_slot()
-        conn = self.reuse(endpoint)
-        if conn is not None:
-            return conn
+        if not fresh:
+            conn = self.reuse(endpoint)
+            if conn is not None:
+                return conn
         self._in_use += 1
         try:
             return await self._connect(endpoint)
@@ -179,12 +181,19 @@ class UpstreamPool:
                 self._waiters.append(waiter)
                 try:
                     await waiter
+                except BaseException:
+                    if waiter.done() and not waiter.cancelled():
+                        self._wake_one()  # woken, but cancelled before it ran: pass it on
+                    raise
                 finally:
                     if waiter in self._waiters:
                         self._waiters.remove(waiter)
 
     def _release_slot(self) -> None:
         self._in_use -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
