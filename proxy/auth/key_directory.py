@@ -3,7 +3,7 @@
 Strategy:
 - A bounded LRU of compiled keys (`ApiKey`), with negative entries (hash -> expiry) so a
   repeated bad key costs a dict lookup, not a query.
-- An index of every active key hash (64-bit prefixes: a few MB for 100k keys) loaded in full
+- An index of every active key hash (60-bit prefixes: a few MB for 100k keys) loaded in full
   with the route tables and kept current by NOTIFY. A hash outside it is unknown without asking
   Postgres, so a flood of random well-formed keys cannot turn into a flood of queries.
 - A hash outside the index may still be a key created a moment ago whose NOTIFY has not
@@ -11,6 +11,9 @@ Strategy:
   While the index is not loaded (Postgres was down at start) every miss goes through the
   budget; past it the caller gets 503, never a wrong 401.
 - Concurrent misses for one hash share one query (single flight).
+- Memory (100k cached keys): a cached key keeps only what requests read (`CachedKeyRecord`),
+  its hash string is also its dict key, and values many keys repeat (module and site ids, key
+  prefixes, scope sets, address lists) are one object each, up to a bound per kind.
 In the embedded mode the directory is authoritative (every key is installed), so a miss is a
 plain no.
 """
@@ -21,7 +24,8 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from proxy.auth.api_keys import ApiKeyRecord
 from proxy.auth.client_address import IPNetwork, parse_networks
@@ -35,13 +39,40 @@ class KeyLoader(Protocol):
         """The active row with this hash, or None; StoreError when Postgres fails."""
 
 
+@dataclass(frozen=True, slots=True)
+class CachedKeyRecord:
+    """The fields of an `ApiKeyRecord` that requests read, as the directory keeps them.
+
+    The rest (name, agency_id, the raw scope and address lists, the dates) is only read when
+    the key is compiled, and 100k cached keys would hold it all.
+    """
+
+    id: str
+    module_id: str
+    site_id: str
+    key_prefix: str
+    key_hash: str = field(repr=False)
+    rate_limit_per_minute: int | None
+    rate_limit_per_day: int | None
+
+
 class ApiKey:
     """A key compiled for the hot path: grants, networks and origins parsed once."""
 
     __slots__ = ("any_origin", "expires_at", "grants", "networks", "origins", "record", "revoked")
 
     def __init__(self, record: ApiKeyRecord) -> None:
-        self.record = record
+        # Many keys belong to one module or site, and a prefix is "dmc_live_" and 3 hex digits
+        # (4096 values): one string per value, not one per key.
+        self.record = CachedKeyRecord(
+            record.id,
+            _shared(_MODULE_IDS, record.module_id, str),
+            _shared(_SITE_IDS, record.site_id, str),
+            _shared(_PREFIXES, record.key_prefix, str),
+            record.key_hash,
+            record.rate_limit_per_minute,
+            record.rate_limit_per_day,
+        )
         # Keys mostly share a handful of scope sets and address lists: share the compiled
         # forms (a cached key costs a few hundred bytes less, and nothing is parsed twice).
         self.grants = _shared(_GRANTS, record.scopes, Grants)
@@ -57,16 +88,18 @@ class ApiKey:
         return f"<ApiKey {self.record.key_prefix}… module={self.record.module_id}>"
 
 
+_K = TypeVar("_K")
 _T = TypeVar("_T")
-_SHARED_MAX = 10_000  # distinct scope sets / address lists kept; past it, no more sharing
+_SHARED_MAX = 10_000  # distinct values kept per kind; past it, no more sharing (bounded)
 _GRANTS: dict[tuple[str, ...], Grants] = {}
 _NETWORKS: dict[tuple[str, ...], tuple[IPNetwork, ...]] = {}
 _ORIGINS: dict[tuple[str, ...], frozenset[str]] = {}
+_MODULE_IDS: dict[str, str] = {}
+_SITE_IDS: dict[str, str] = {}
+_PREFIXES: dict[str, str] = {}
 
 
-def _shared(
-    cache: dict[tuple[str, ...], _T], key: tuple[str, ...], make: Callable[[Any], _T]
-) -> _T:
+def _shared(cache: dict[_K, _T], key: _K, make: Callable[[_K], _T]) -> _T:
     value = cache.get(key)
     if value is None:
         value = make(key)
@@ -76,7 +109,9 @@ def _shared(
 
 
 def _index_key(key_hash: str) -> int:
-    return int(key_hash[:16], 16)
+    # 60 bits: an int below 2**60 (two 30-bit digits) takes 32 bytes, a 64-bit one 36, which
+    # pymalloc rounds up to 48; a random hash still hits the index with odds of n / 2**60.
+    return int(key_hash[:15], 16)
 
 
 class KeyDirectory:
@@ -200,8 +235,11 @@ class KeyDirectory:
             self._cache.pop(key_hash, None)
 
     def _store(self, key_hash: str, entry: ApiKey | float) -> None:
-        self._cache[key_hash] = entry
-        self._cache.move_to_end(key_hash)
+        if isinstance(entry, ApiKey) and entry.record.key_hash == key_hash:
+            key_hash = entry.record.key_hash  # one string for the dict key and the record
+        # Popped, not overwritten: an existing key keeps its old string object otherwise.
+        self._cache.pop(key_hash, None)
+        self._cache[key_hash] = entry  # last: the most recently used
         while len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
 

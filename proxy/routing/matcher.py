@@ -1,25 +1,32 @@
 """Resolve a request path and method to one route: a segment trie with method-aware backtracking.
 
 Strategy:
-    Patterns compile once, at build time, into a trie. Each node has a dict of static children
-    (keyed by the literal segment), at most one `:param` child, a `rest` slot for a trailing
-    `*`, and an `ends` slot for patterns that end at the node; both slots are dicts
-    method -> entry. Param names live on the entry (as positions), not on the node, so
-    `GET /a/:id` and `POST /a/:name` share a node. A HEAD alias to the GET entry is added to
-    every slot that has GET and no HEAD, so the hot path never special-cases HEAD.
+    Patterns compile once, at build time, into a trie. Each node has its static children
+    (keyed by the literal segment), at most one `:param` child, and an `ends` map,
+    method -> entry, for the patterns that end at the node. A trailing `*` is a child too,
+    under a key that no request segment can equal (`_REST`): the patterns ending in `*` at a
+    node end at that child. Param names live on the entry (as
+    positions), not on the node, so `GET /a/:id` and `POST /a/:name` share a node. A HEAD alias
+    to the GET entry is added to every map that has GET and no HEAD, so the hot path never
+    special-cases HEAD.
 
     Precedence is lexicographic from the left: at each segment a static beats a `:param`, which
     beats a trailing `*`; where the path ends, a pattern ending there beats a `*` matching zero
     segments. A depth-first search visits children in exactly that order and stops at the
-    first slot holding the request's method, so the first hit is the highest-precedence
+    first map holding the request's method, so the first hit is the highest-precedence
     matching entry for that method. It backtracks only when a higher-precedence branch
     dead-ends (no matching node, or no entry for the method below it).
 
-    Cost: a hit on the greedy branch (static, else param, at every segment) is one dict
-    lookup per segment, and `match` tries that branch first without recursion. Otherwise the
-    search visits each trie node at most once (an edge consumes one segment, so a node is only
-    ever reached at its own depth): at most 2**depth nodes, bounded by the path's depth, never
-    by the route count. A 404/405 walks once more to collect the Allow methods.
+    Cost: a hit on the greedy branch (static, else param, at every segment) is one comparison
+    or dict lookup per segment, and `match` tries that branch first without recursion.
+    Otherwise the search visits each trie node at most once (an edge consumes one segment, so a
+    node is only ever reached at its own depth): at most 2**depth nodes, bounded by the path's
+    depth, never by the route count. A 404/405 walks once more to collect the Allow methods.
+
+    Memory: a worker may hold 100k routes, so a built node is small (see `_Node`): a single
+    static child is kept inline rather than in a one-entry dict (about 180 bytes), the method
+    maps are shared by every node with the same methods, and the entries are one flat tuple
+    per node. Segments, param-name tuples and templates are one object each per table.
 
     Request paths are split on "/" before percent-decoding, so "%2F" stays inside a segment;
     segments without "%" skip decoding. Empty segments never match a static or a `:param`
@@ -49,8 +56,11 @@ _MALFORMED = "Malformed percent-encoding in path"
 
 
 def normalize_template(pattern: str) -> str:
-    """The canonical text of a pattern (no trailing slash but for "/"); raises on a bad one."""
-    return "/" + "/".join(_parse(pattern))
+    """The canonical text of a pattern (no trailing slash but for "/"); raises on a bad one.
+
+    A pattern that is canonical already comes back as the same object, so the tables that keep
+    both the pattern and the template keep one string."""
+    return _canonical(pattern, _parse(pattern))
 
 
 def _parse(pattern: str) -> list[str]:
@@ -85,42 +95,69 @@ def _parse(pattern: str) -> list[str]:
     return segments
 
 
-class _Entry(Generic[T]):
-    """One route as the trie stores it; `keys` names the captured values in path order."""
-
-    __slots__ = ("keys", "payload", "template")
-
-    def __init__(self, template: str, payload: T, keys: tuple[str, ...]) -> None:
-        self.template = template
-        self.payload = payload
-        self.keys = keys
+# Keys that no request segment can equal: the `seg` of a node without exactly one static child
+# (so the hot path compares without testing which case it is in), and the static key of the
+# child where patterns ending in a trailing `*` end. Each holds a "/" and a lone surrogate: a
+# segment left as sent has no "/" (paths are split on it), and a percent-decoded one has no
+# lone surrogate (it is strict UTF-8), so "%2F" or "%2A%2F" cannot reach them.
+_NO_SEGMENT = "\ud800/"
+_REST = "\ud800/*"
+# The one empty map of every built table (never mutated): most nodes end no route and have
+# fewer than two static children, and a dict costs 64 bytes even empty.
+_EMPTY: dict[str, Any] = {}
+_NO_CHILD: Any = None
 
 
 class _Node(Generic[T]):
-    __slots__ = ("ends", "param", "rest", "statics")
+    """A trie node: filled by `PathMatcher.build`, then compacted once by `_freeze`.
+
+    Invariants of a built node: a single static child is inline (`seg` is its segment and
+    `only` the child, `statics` is empty); two or more, or none, are in `statics` (`seg` is
+    `_NO_SEGMENT`, which no request segment equals, and `only` is never read). `ends` maps a
+    method to the offset of its entry in `entries`, a flat tuple of (payload, param names,
+    template) triples; equal maps are one shared dict per table. Six slots make 80 bytes;
+    pymalloc rounds sizes up to 16, so a seventh would cost 16 more per node.
+    """
+
+    __slots__ = ("ends", "entries", "only", "param", "seg", "statics")
 
     def __init__(self) -> None:
-        self.statics: dict[str, _Node[T]] = {}
+        self.seg = _NO_SEGMENT
+        self.only: _Node[T] = _NO_CHILD  # read only when `seg` matched, so only when set
+        self.statics: dict[str, _Node[T]] = _EMPTY
         self.param: _Node[T] | None = None
-        self.ends: dict[str, _Entry[T]] = {}  # patterns ending here
-        self.rest: dict[str, _Entry[T]] = {}  # patterns ending in "*" here
+        self.ends: dict[str, int] = _EMPTY
+        self.entries: tuple[Any, ...] = ()
 
 
-# One empty dict for every empty slot once a table is built (never mutated after build): most
-# nodes end no route and have no children, and a dict costs 64 bytes even empty.
-_EMPTY: dict[str, Any] = {}
+def _static_child(node: _Node[T], segment: str) -> _Node[T]:
+    """The static child for this segment, created if missing (build time only)."""
+    statics = node.statics
+    child = statics.get(segment)
+    if child is None:
+        if statics is _EMPTY:
+            statics = node.statics = {}
+        child = statics[segment] = _Node()
+    return child
 
 
-def _share_empty(root: _Node[T]) -> None:
+def _freeze(root: _Node[Any]) -> None:
+    """Inline single static children, alias HEAD to GET, and share equal method maps."""
+    maps: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
     stack = [root]
     while stack:
         node = stack.pop()
         stack.extend(node.statics.values())
         if node.param is not None:
             stack.append(node.param)
-        for slot in ("statics", "ends", "rest"):
-            if not getattr(node, slot):
-                setattr(node, slot, _EMPTY)
+        if len(node.statics) == 1:
+            node.seg, node.only = next(iter(node.statics.items()))
+            node.statics = _EMPTY
+        ends = node.ends
+        if ends:
+            if "GET" in ends and "HEAD" not in ends:
+                ends["HEAD"] = ends["GET"]
+            node.ends = maps.setdefault(tuple(sorted(ends.items())), ends)
 
 
 class Match(Generic[T]):
@@ -160,41 +197,43 @@ class PathMatcher(Generic[T]):
         """Compile (pattern, method, payload) entries; RouteConflictError on bad or clashing."""
         root: _Node[T] = _Node()
         count = 0
+        # One object per distinct segment, param name and name tuple, however many routes
+        # repeat them ("items", ("id",)): a table holds each once.
+        strings: dict[str, str] = {}
+        names: dict[tuple[str, ...], tuple[str, ...]] = {}
         for pattern, method, payload in entries:
             segments = _parse(pattern)
-            template = "/" + "/".join(segments)
+            template = _canonical(pattern, segments)
             if _METHOD_TOKEN.fullmatch(method) is None:
                 raise RouteConflictError(
                     f"invalid route method {method!r} for {template}: must be an uppercase token"
                 )
             node, keys = root, []
-            slot = node.ends
             for segment in segments:
                 if segment == "*":
                     keys.append(WILDCARD_KEY)
-                    slot = node.rest
-                    break
-                if segment.startswith(":"):
-                    keys.append(segment[1:])
+                    node = _static_child(node, _REST)
+                elif segment.startswith(":"):
+                    name = segment[1:]
+                    keys.append(strings.setdefault(name, name))
                     if node.param is None:
                         node.param = _Node()
                     node = node.param
                 else:
-                    child = node.statics.get(segment)
-                    if child is None:
-                        child = node.statics[segment] = _Node()
-                    node = child
-                slot = node.ends
-            earlier = slot.get(method)
+                    node = _static_child(node, strings.setdefault(segment, segment))
+            earlier = node.ends.get(method)
             if earlier is not None:
                 raise RouteConflictError(
-                    f"{method} {template} conflicts with {method} {earlier.template}: "
+                    f"{method} {template} conflicts with {method} {node.entries[earlier + 2]}: "
                     "both match the same paths with the same precedence"
                 )
-            slot[method] = _Entry(template, payload, tuple(keys))
+            if node.ends is _EMPTY:
+                node.ends = {}
+            node.ends[method] = len(node.entries)
+            shape = tuple(keys)
+            node.entries += (payload, names.setdefault(shape, shape), template)
             count += 1
-        _alias_head(root)
-        _share_empty(root)
+        _freeze(root)
         return cls(root, count)
 
     def __len__(self) -> int:
@@ -212,6 +251,9 @@ class PathMatcher(Generic[T]):
             node = self._root
             values: list[str] = []
             for segment in segments:
+                if segment == node.seg:
+                    node = node.only
+                    continue
                 child = node.statics.get(segment)
                 if child is None:
                     child = node.param
@@ -220,13 +262,13 @@ class PathMatcher(Generic[T]):
                     values.append(segment)
                 node = child
             else:
-                entry = node.ends.get(method)
-                if entry is not None:
-                    return Match(entry.payload, _params(entry.keys, values), entry.template)
+                at = node.ends.get(method)
+                if at is not None:
+                    return _matched(node.entries, at, values)
             values = []
             found = _search(self._root, segments, 0, len(segments), method, values)
             if found is not None:
-                return Match(found.payload, _params(found.keys, values), found.template)
+                return _matched(found[0], found[1], values)
         allowed = self._allowed(segments)
         if allowed:
             raise MethodNotAllowed(allowed)
@@ -244,26 +286,30 @@ class PathMatcher(Generic[T]):
         return tuple(sorted(methods, key=lambda m: (_METHOD_RANK.get(m, len(_METHOD_RANK)), m)))
 
 
-def _params(keys: tuple[str, ...], values: list[str]) -> dict[str, str]:
-    """A fresh params dict; one key per captured value is an invariant of the search."""
+def _canonical(pattern: str, segments: list[str]) -> str:
+    """The template of parsed segments: the pattern itself when already canonical (shared)."""
+    template = "/" + "/".join(segments)
+    return pattern if template == pattern else template
+
+
+_NEW = object.__new__
+
+
+def _matched(entries: tuple[Any, ...], at: int, values: list[str]) -> Match[Any]:
+    """The Match for the entry at `at`, with a fresh params dict (one key per captured value
+    is an invariant of the search). Built without calling Match.__init__: about 90 ns less
+    per request."""
+    keys = entries[at + 1]
+    match: Match[Any] = _NEW(Match)
+    match.payload = entries[at]
     if not keys:
-        return {}  # most routes: no zip, no dict() call
-    if len(keys) == 1:
-        return {keys[0]: values[0]}
-    return dict(zip(keys, values))  # noqa: B905 (strict= costs more than the whole lookup)
-
-
-def _alias_head(root: _Node[Any]) -> None:
-    """Let HEAD reach the GET entry of every slot that has no HEAD entry of its own."""
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        for slot in (node.ends, node.rest):
-            if "GET" in slot and "HEAD" not in slot:
-                slot["HEAD"] = slot["GET"]
-        stack.extend(node.statics.values())
-        if node.param is not None:
-            stack.append(node.param)
+        match.params = {}  # most routes: no zip, no dict() call
+    elif len(keys) == 1:
+        match.params = {keys[0]: values[0]}
+    else:
+        match.params = dict(zip(keys, values))  # noqa: B905 (strict= costs more than the lookup)
+    match.template = entries[at + 2]
+    return match
 
 
 def _split(raw_path: str) -> list[str] | None:
@@ -290,44 +336,59 @@ def _decode(segment: str) -> str:
     raise BadRequest(_MALFORMED)
 
 
+# Where a search found its entry: the node's `entries` and the entry's offset in them.
+_Found = tuple[tuple[Any, ...], int]
+
+
 def _search(
     node: _Node[T], segments: list[str], index: int, end: int, method: str, values: list[str]
-) -> _Entry[T] | None:
+) -> _Found | None:
     """Depth-first in precedence order; `values` holds the captures of the current branch."""
     if index == end:
-        entry = node.ends.get(method)
-        if entry is None:
-            entry = node.rest.get(method)
-            if entry is not None:
-                values.append("")
-        return entry
+        at = node.ends.get(method)
+        if at is not None:
+            return node.entries, at
+        rest = node.only if node.seg == _REST else node.statics.get(_REST)
+        if rest is None:
+            return None
+        at = rest.ends.get(method)
+        if at is None:
+            return None
+        values.append("")
+        return rest.entries, at
     segment = segments[index]
-    child = node.statics.get(segment)
+    child = node.only if segment == node.seg else node.statics.get(segment)
     if child is not None:
-        entry = _search(child, segments, index + 1, end, method, values)
-        if entry is not None:
-            return entry
+        found = _search(child, segments, index + 1, end, method, values)
+        if found is not None:
+            return found
     child = node.param
     if child is not None and segment:
         values.append(segment)
-        entry = _search(child, segments, index + 1, end, method, values)
-        if entry is not None:
-            return entry
+        found = _search(child, segments, index + 1, end, method, values)
+        if found is not None:
+            return found
         values.pop()
-    entry = node.rest.get(method)
-    if entry is not None:
-        values.append("/".join(segments[index:]))
-    return entry
+    rest = node.only if node.seg == _REST else node.statics.get(_REST)
+    if rest is None:
+        return None
+    at = rest.ends.get(method)
+    if at is None:
+        return None
+    values.append("/".join(segments[index:]))
+    return rest.entries, at
 
 
 def _collect(node: _Node[Any], segments: list[str], index: int, end: int, out: set[str]) -> None:
-    """Add the methods of every slot whose patterns match the path (the 404/405 path only)."""
-    out.update(node.rest)
+    """Add the methods of every map whose patterns match the path (the 404/405 path only)."""
+    rest = node.only if node.seg == _REST else node.statics.get(_REST)
+    if rest is not None:
+        out.update(rest.ends)
     if index == end:
         out.update(node.ends)
         return
     segment = segments[index]
-    child = node.statics.get(segment)
+    child = node.only if segment == node.seg else node.statics.get(segment)
     if child is not None:
         _collect(child, segments, index + 1, end, out)
     if node.param is not None and segment:

@@ -8,6 +8,7 @@ flight) can be driven exactly, with an injected clock.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 
 import pytest
@@ -171,3 +172,39 @@ async def test_put_applies_changes_and_revocations() -> None:
     directory.put(hash_key(key), None)  # revoked or deleted
     assert await directory.lookup(hash_key(key)) is None
     assert loader.calls == 0  # remembered as unknown, no query
+
+
+async def test_cached_key_keeps_what_requests_read_and_stores_the_hash_once() -> None:
+    directory = _directory(None, Clock())
+    key = generate_key()
+    record = _record(key, rate_limit_per_minute=7, rate_limit_per_day=None)
+    directory.put(hash_key(key), record)  # a second, equal hash string: only one is kept
+    found = await directory.lookup(hash_key(key))
+    assert found is not None
+    cached = found.record
+    assert (cached.id, cached.module_id, cached.site_id) == (
+        record.id,
+        record.module_id,
+        record.site_id,
+    )
+    assert (cached.key_prefix, cached.key_hash) == (record.key_prefix, record.key_hash)
+    assert (cached.rate_limit_per_minute, cached.rate_limit_per_day) == (7, None)
+    assert not hasattr(cached, "agency_id") and not hasattr(cached, "name")
+    (stored,) = directory._cache
+    assert stored is cached.key_hash
+    assert cached.key_hash not in repr(cached)
+
+
+async def test_keys_of_one_module_share_its_id_and_prefix_strings() -> None:
+    directory = _directory(None, Clock())
+    module = str(uuid.uuid4())
+    keys = ["dmc_live_abc" + secrets.token_hex(32)[3:] for _ in range(2)]
+    for key in keys:
+        # Equal values in distinct string objects, as in every row fetched from Postgres.
+        fresh = _record(key, module_id=str(uuid.UUID(module)))
+        assert fresh.module_id is not module
+        directory.put(hash_key(key), fresh)
+    first, second = [await directory.lookup(hash_key(key)) for key in keys]
+    assert first is not None and second is not None
+    assert first.record.module_id is second.record.module_id
+    assert first.record.key_prefix is second.record.key_prefix

@@ -4,11 +4,13 @@ reference that scans every entry and applies the precedence rules literally."""
 from __future__ import annotations
 
 import random
+from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
 
 from proxy.errors import BadRequest, MethodNotAllowed, RouteConflictError, RouteNotFound
+from proxy.routing import matcher as matcher_module
 from proxy.routing.matcher import Match, PathMatcher, normalize_template
 
 
@@ -310,6 +312,85 @@ def test_len_and_immutability() -> None:
         m.extra = 1  # type: ignore[attr-defined]
 
 
+# --- the compact trie: inline children, shared maps and strings ---------------------------------
+
+
+def _nodes(matcher: PathMatcher[Any]) -> list[Any]:
+    """Every node of a built trie (white-box: the memory layout is what these tests guard)."""
+    nodes, stack = [], [matcher._root]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.statics.values())
+        if node.seg != matcher_module._NO_SEGMENT:
+            stack.append(node.only)
+        if node.param is not None:
+            stack.append(node.param)
+    return nodes
+
+
+def test_built_nodes_are_compact() -> None:
+    m = build(
+        *(("GET", f"/r{i}/:id/sub{i % 3}") for i in range(30)),
+        ("GET", "/r0/:id/*"),
+        ("PUT", "/r1/:id/sub1"),
+        ("GET", "/r2/x"),
+    )
+    nodes = _nodes(m)
+    assert all(len(n.statics) != 1 for n in nodes)  # one static child is inline, never a dict
+    assert len(m._root.statics) == 30
+    maps = [n.ends for n in nodes if n.ends]
+    assert len({id(e) for e in maps}) == 2  # {GET, HEAD} shared by 30 nodes, {GET, HEAD, PUT}
+    assert not matcher_module._EMPTY  # the shared empty map was never written to
+    names = {id(n.entries[i + 1]) for n in nodes for i in range(0, len(n.entries), 3)}
+    assert len(names) == 3  # (), ("id",) and ("id", "*"): one tuple each, however many routes
+
+
+def test_a_canonical_pattern_is_its_own_template() -> None:
+    pattern = "/contacts/:id/notes"
+    m = PathMatcher.build([(pattern, "GET", 1), ("/other/", "GET", 2)])
+    assert m.match("/contacts/1/notes", "GET").template is pattern
+    assert normalize_template(pattern) is pattern
+    assert m.match("/other", "GET").template == "/other"
+
+
+def test_inline_static_child_backtracks_to_param_and_wildcard() -> None:
+    m = build(("GET", "/a/b/c"), ("GET", "/a/:x/d"), ("GET", "/a/*"))
+    assert m._root.seg == "a" and m._root.statics == {}
+    assert m.match("/a/b/c", "GET").payload == "GET /a/b/c"
+    assert m.match("/a/b/d", "GET").params == {"x": "b"}
+    assert m.match("/a/b/e", "GET").params == {"*": "b/e"}
+    assert m.match("/a", "GET").params == {"*": ""}
+    assert allowed(m, "/a/b/c", "POST") == ("GET", "HEAD")
+
+
+def test_wildcard_as_the_only_child_keeps_head_and_allow() -> None:
+    m = build(("GET", "/a/*"), ("PUT", "/a/*"), ("HEAD", "/b/*"), ("GET", "/b/*"))
+    assert m.match("/a/x", "HEAD").payload == "GET /a/*"
+    assert m.match("/b/x", "HEAD").payload == "HEAD /b/*"
+    assert allowed(m, "/a/x/y", "POST") == ("GET", "HEAD", "PUT")
+
+
+@pytest.mark.parametrize("segment", ["%2F", "%2A%2F", "%2A", "*", "%2F%2A"])
+def test_encoded_segments_never_reach_internal_keys(segment: str) -> None:
+    # "/" and "*/" are what a percent-decoded segment can be; the trie's own keys must stay
+    # out of reach whatever the node's shape: inline child, wildcard child, or no statics.
+    value = unquote(segment)
+    m = build(("GET", "/a/:id"), ("GET", "/a/*"), ("GET", "/x/:id"), ("GET", "/w/*"))
+    assert m.match(f"/a/{segment}", "GET").params == {"id": value}
+    assert m.match(f"/x/{segment}", "GET").params == {"id": value}
+    assert m.match(f"/w/{segment}", "GET").params == {"*": value}
+    assert m.allowed_methods(f"/x/{segment}") == ("GET", "HEAD")
+    with pytest.raises(RouteNotFound):
+        m.match(f"/x/{segment}/more", "GET")
+
+
+def test_a_lone_surrogate_never_reaches_the_trie() -> None:
+    m = build(("GET", "/a/:id"))
+    with pytest.raises(BadRequest):
+        m.match("/a/\ud800%2F", "GET")
+
+
 # --- randomized comparison with a reference ----------------------------------------------------
 
 STATICS = ["a", "b", "c", "d", "\u00e9"]
@@ -420,7 +501,7 @@ def encode(segment: str, rng: random.Random) -> str:
 
 
 def random_path(rng: random.Random, entries: list[Entry]) -> str:
-    values = ["a", "b", "e", "", "x/y", "\u00e9", "z z"]
+    values = ["a", "b", "e", "", "x/y", "\u00e9", "z z", "/", "*/"]  # "/", "*/": like trie keys
     if rng.random() < 0.6:  # near a real route, so most paths hit something
         segments = []
         for segment in rng.choice(entries)[0]:

@@ -111,3 +111,38 @@ def test_alias_never_shadows_an_id() -> None:
     assert crm is not None and crm.id == MODULE_ID
     other = registry.lookup(OTHER_ID)
     assert other is not None and other.id == OTHER_ID
+
+
+def test_served_spec_drops_what_serving_never_reads() -> None:
+    documented = _route(
+        "/a",
+        summary="A",
+        description="Long text",
+        request_schema={"type": "object"},
+        response_schema={"type": "object"},
+        required_scopes=("read:a",),
+    )
+    function = RouteSpec(path="/f", method="POST", handler_code="return 1", summary="F")
+    table = compile_module(ModuleSpec(id=MODULE_ID, routes=(documented, function)))
+    served = table.match("/a", "GET").payload
+    assert served.static is not None and served.static.body == b"x"
+    assert (served.spec.summary, served.spec.description) == (None, None)
+    assert (served.spec.request_schema, served.spec.response_schema) == (None, None)
+    assert served.spec.handler_code is None  # a static body is kept once, in `static`
+    assert (served.spec.path, served.spec.required_scopes) == ("/a", ("read:a",))
+    code = table.match("/f", "POST").payload.spec
+    assert (code.handler_code, code.summary) == ("return 1", None)  # the pool needs the code
+
+
+def test_served_spec_shares_repeated_values_and_copies_only_when_needed() -> None:
+    plain = RouteSpec(path="/p/:id", method="GET", handler_type="proxy", required_scopes=("r",))
+    routes = (
+        plain,
+        RouteSpec(path="/q", method="".join(["G", "E", "T"]), required_scopes=("r",)),
+    )
+    table = compile_module(ModuleSpec(id=MODULE_ID, upstream="http://u", routes=routes))
+    p, q = table.match("/p/1", "GET").payload, table.match("/q", "GET").payload
+    assert p.spec is plain  # nothing to drop or share: the spec itself, no copy
+    assert q.spec.method is p.spec.method  # interned
+    assert q.spec.required_scopes is p.spec.required_scopes  # one tuple per table
+    assert p.template is plain.path  # a canonical path is its own template
