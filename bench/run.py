@@ -10,11 +10,12 @@ modgate with its full pipeline (API key from Postgres, Redis token bucket, metri
 log rows written to module_api_logs, a route with a :param), with 1 and 2 workers. Proxies run
 on CPU 0, wrk and the upstream on CPU 1 (when there are two), each target driven by wrk at
 fixed connections in alternating rounds; the best round counts. Then latency at a fixed rate,
-half of modgate's peak (1 worker), through modgate and straight to the upstream: wrk paced by
-bench/paced.lua at PACED_CONNECTIONS connections, alternating rounds, the lowest p99 of each
-counts; the difference is what modgate adds. Then, as subprocesses: route matching at
-10/10k/100k routes, the memory of a worker holding 100k routes and 100k keys, the handler
-pool's per-call overhead, and NOTIFY propagation.
+half of modgate's peak (1 worker), straight to the upstream and through each proxy: wrk paced
+by bench/paced.lua at PACED_CONNECTIONS connections, alternating rounds, the lowest p99 of each
+counts; the difference from the direct upstream is what a proxy adds (nginx proxy_pass and the
+bare forwarder show how much of that the machine's topology costs any proxy). Then, as
+subprocesses: route matching at 10/10k/100k routes, the memory of a worker holding 100k
+routes and 100k keys, the handler pool's per-call overhead, and NOTIFY propagation.
 
 Exit status: 0 when everything ran, whether or not the speed targets were met (they are
 reported, never enforced); 1 when something is broken: a target that does not start or dies,
@@ -351,8 +352,12 @@ async def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
         latency: dict[str, Any] = {}
         if not args.throughput_only:
             rate = best["modgate, 1 worker"]["rps"] / 2
+            # Every proxy at the same rate: what any proxy in this topology costs (nginx,
+            # bare aiohttp) tells the machine's share of the figure from modgate's own.
             paced = [
                 ("nginx upstream, direct", f"{base}/items/7", []),
+                ("nginx proxy_pass", f"http://127.0.0.1:{ref_port}/items/7", []),
+                ("bare aiohttp", f"http://127.0.0.1:{bare_port}/items/7", []),
                 ("modgate, 1 worker", modgate_url, auth),
             ]
             latency = await at_fixed_rate(paced, rate, args)
@@ -373,15 +378,22 @@ async def at_fixed_rate(
             result = await wrk(url, args.seconds, PACED_CONNECTIONS, headers, rate=rate)
             if name not in best or result["p99_ms"] < best[name]["p99_ms"]:
                 best[name] = result
-    direct, modgate = (best[name] for name, _, _ in targets)
+    direct, modgate = best[targets[0][0]], best[targets[-1][0]]
     added = {
         "p50_ms": modgate["p50_ms"] - direct["p50_ms"],
         "p99_ms": modgate["p99_ms"] - direct["p99_ms"],
     }
+    rows = []
+    for name, _, _ in targets:
+        row = {"target": name, **best[name]}
+        if name != targets[0][0]:
+            row["added_p50_ms"] = best[name]["p50_ms"] - direct["p50_ms"]
+            row["added_p99_ms"] = best[name]["p99_ms"] - direct["p99_ms"]
+        rows.append(row)
     return {
         "rate": rate,
         "connections": PACED_CONNECTIONS,
-        "rows": [{"target": name, **best[name]} for name, _, _ in targets],
+        "rows": rows,
         "added": added,
         "target_p99_added_ms": TARGET_ADDED_P99_MS,
         "target_met": added["p99_ms"] <= TARGET_ADDED_P99_MS,
@@ -498,13 +510,21 @@ def print_table(result: dict[str, Any]) -> None:
             f"-c{latency['connections']} -d{result['seconds']}s paced by bench/paced.lua, "
             f"lowest p99 of {result['rounds']} alternating rounds)"
         )
-        print(f"  {'target':22s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}")
+        print(
+            f"  {'target':22s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"
+            f" {'+p50 ms':>8s} {'+p99 ms':>8s}  (+ = over the upstream, direct)"
+        )
         for row in latency["rows"]:
+            plus = (
+                f" {row['added_p50_ms']:8.2f} {row['added_p99_ms']:8.2f}"
+                if "added_p99_ms" in row
+                else ""
+            )
             print(
-                f"  {row['target']:22s} {row['rps']:9.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f}"
+                f"  {row['target']:22s} {row['rps']:9.0f} {row['p50_ms']:8.2f}"
+                f" {row['p99_ms']:8.2f}{plus}"
             )
         added = latency["added"]
-        print(f"  {'added by modgate':22s} {'':9s} {added['p50_ms']:8.2f} {added['p99_ms']:8.2f}")
         held = min(row["rps"] for row in latency["rows"]) / latency["rate"]
         if held < 0.95:
             print(f"  (the rate was not held: {held:.0%} of the asked rate at worst)")
