@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,37 @@ async def test_short_jwt_secret_is_refused_at_start(tmp_path: Path) -> None:
     assert code == 2
     assert "jwt_secret: at least 32 bytes needed for HS256" in out
     assert "short" not in out.replace("jwt_secret", "")
+
+
+async def _raw_exchange(
+    port: int, head: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_expect_100_continue_is_answered_after_the_checks(serve: Any) -> None:
+    proc = await serve(MODGATE_MAX_BODY_BYTES="100")
+    head = (
+        "POST /api/modules/crm/upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Length: {n}\r\n\r\n"
+    )
+    # Within the limit: the gateway invites the body, then forwards it whole.
+    reader, writer = await _raw_exchange(proc.port, head.format(n=5).encode())
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100 Continue\r\n")
+    writer.write(b"hello")
+    final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert final.startswith(b"HTTP/1.1 200")
+    length = int(final.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    seen = json.loads(await reader.readexactly(length))
+    assert seen["body_bytes"] == 5
+    assert not any(name.lower() == "expect" for name, _ in seen["headers"])
+    writer.close()
+    # Over the limit: refused at once, the body never invited.
+    reader, writer = await _raw_exchange(proc.port, head.format(n=1000).encode())
+    final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert final.startswith(b"HTTP/1.1 413")
+    writer.close()

@@ -68,8 +68,11 @@ def build_public_app(gateway: Gateway) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         return await request.app[PIPELINE].handle(request)
 
+    async def no_expect_handler(_request: web.Request) -> None:
+        """`Expect: 100-continue` is answered by the pipeline, once past auth and limits."""
+
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=no_expect_handler)
     return app
 
 

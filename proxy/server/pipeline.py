@@ -42,7 +42,7 @@ from proxy.routing.registry import RouteRegistry
 from proxy.routing.table import CompiledRoute, ModuleTable
 from proxy.server.request_id import request_id_for
 from proxy.server.responses import error_response
-from proxy.upstream.forward import forward
+from proxy.upstream.forward import forward, invite_body
 from proxy.upstream.headers import request_header_lines
 from proxy.upstream.pool import UpstreamPool
 
@@ -265,6 +265,7 @@ class Pipeline:
         limit = self.max_body_bytes or _HANDLER_BODY_LIMIT
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        await invite_body(request)
         raw = await request.content.read(limit + 1)
         if len(raw) > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")

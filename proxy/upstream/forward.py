@@ -25,7 +25,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
+from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
 
@@ -78,6 +79,19 @@ def _request_body(
     if not state.limit:
         return request.content
     return _counted(request.content, state)
+
+
+async def invite_body(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` just before the body is read, so a client waiting for it
+    sends the body only once the request has passed auth, limits and the size check (the
+    low-level server does not do this itself: it is the Application router's job)."""
+    if (
+        request.version == HttpVersion11
+        and request.headers.get("Expect", "").lower() == "100-continue"
+        and isinstance(request.writer, StreamWriter)
+    ):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response proper has not started
 
 
 def request_head(
@@ -165,6 +179,8 @@ async def forward(
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + pool.timeout
+    if body is not None:
+        await invite_body(request)
     conn: UpstreamConnection | None = None
     timer: asyncio.TimerHandle | None = None
     sender: asyncio.Task[None] | None = None
