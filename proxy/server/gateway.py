@@ -171,8 +171,6 @@ class Gateway:
         if self.authenticator is not None and self.authenticator.jwt is not None:
             await self.authenticator.jwt.stop()
         await self.source.stop()
-        if self.limiter is not None and self.limiter.redis is not None:
-            self.limiter.redis.close()
         if self._redis is not None:
             await self._redis.aclose()
         if self.session is not None:

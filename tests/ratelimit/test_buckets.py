@@ -37,13 +37,10 @@ async def redis_client() -> AsyncIterator[Any]:
 
 
 @pytest.fixture(params=["local", "redis"])
-async def limiter(request: pytest.FixtureRequest, redis_client: Any) -> AsyncIterator[Limiter]:
+async def limiter(request: pytest.FixtureRequest, redis_client: Any) -> Limiter:
     if request.param == "local":
-        yield LocalLimiter(capacity=1000)
-        return
-    limiter = RedisLimiter(redis_client)
-    yield limiter
-    limiter.close()
+        return LocalLimiter(capacity=1000)
+    return RedisLimiter(redis_client)
 
 
 @pytest.fixture
@@ -125,7 +122,6 @@ async def test_redis_keys_share_a_cluster_slot_and_expire(redis_client: Any, buc
     assert key_slot(minute.encode()) == key_slot(day.encode())
     limiter = RedisLimiter(redis_client)
     await limiter.hit(bucket, 60, 100)
-    limiter.close()
     assert 0 < await redis_client.pttl(minute) <= 1000 + 1000  # one token missing: 1 s + margin
     assert 0 < await redis_client.pttl(day) <= DAY_MS + 60_000
     assert await redis_client.hget(day, "n") == b"1"
@@ -137,4 +133,3 @@ async def test_script_survives_script_flush(redis_client: Any, bucket: str) -> N
     await redis_client.script_flush()
     d = await limiter.hit(bucket, 10, 0)  # NOSCRIPT -> load -> retry, state kept
     assert d.allowed and d.remaining == 8
-    limiter.close()

@@ -79,7 +79,6 @@ Build = Callable[..., RateLimiter]
 async def build(tmp_path: Path) -> AsyncIterator[Build]:
     """Builds limiters from settings as the gateway does; closes their clients afterwards."""
     clients: list[Any] = []
-    limiters: list[RedisLimiter] = []
     config = tmp_path / "gateway.yaml"
     config.write_text("{}\n")
 
@@ -99,11 +98,9 @@ async def build(tmp_path: Path) -> AsyncIterator[Build]:
         assert settings.redis_url is not None
         client = create_redis_client(settings.redis_url, timeout=settings.redis_timeout_seconds)
         clients.append(client)
-        redis_limiter = RedisLimiter(client, timeout=settings.redis_timeout_seconds)
-        limiters.append(redis_limiter)
         return RateLimiter(
             local=LocalLimiter(capacity=settings.local_buckets_max),
-            redis=redis_limiter,
+            redis=RedisLimiter(client, timeout=settings.redis_timeout_seconds),
             breaker=CircuitBreaker(
                 failures=settings.redis_circuit_failures,
                 cooldown=settings.redis_circuit_cooldown_seconds,
@@ -117,8 +114,6 @@ async def build(tmp_path: Path) -> AsyncIterator[Build]:
         )
 
     yield make
-    for limiter in limiters:
-        limiter.close()
     for client in clients:
         await client.aclose()
 

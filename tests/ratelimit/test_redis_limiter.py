@@ -1,4 +1,4 @@
-"""The limiter's dedicated Redis connection: replies reach the caller that sent the command,
+"""The Redis limiter's pipelined calls: each reply reaches the caller that sent the command,
 through concurrency, a stall and a password-protected, non-default database."""
 
 from __future__ import annotations
@@ -21,18 +21,14 @@ from tests.support.redis_server import RedisServer
 async def clients() -> AsyncIterator[list[Any]]:
     made: list[Any] = []
     yield made
-    for item in made:
-        if isinstance(item, RedisLimiter):
-            item.close()
-        else:
-            await item.aclose()
+    for client in made:
+        await client.aclose()
 
 
 def _limiter(clients: list[Any], url: str, timeout: float = 0.5) -> RedisLimiter:
     client = redis.from_url(url)
-    limiter = RedisLimiter(client, timeout=timeout)
-    clients += [client, limiter]
-    return limiter
+    clients.append(client)
+    return RedisLimiter(client, timeout=timeout)
 
 
 async def test_concurrent_callers_each_get_their_own_reply(
@@ -49,7 +45,6 @@ async def test_concurrent_callers_each_get_their_own_reply(
         assert decision.allowed
         seen[bucket].append(decision.remaining)
     assert all(sorted(r) == list(range(25)) for r in seen.values())
-    assert "connected pending=0" in repr(limiter)
 
 
 async def test_a_stalled_redis_times_out_then_replies_stay_in_step(
@@ -64,7 +59,6 @@ async def test_a_stalled_redis_times_out_then_replies_stay_in_step(
             *(limiter.hit(bucket, 10, 0, T0) for _ in range(5)), return_exceptions=True
         )
         assert all(isinstance(r, TimeoutError) for r in results)
-        assert "disconnected" in repr(limiter)  # late replies would be out of step: dropped
     finally:
         private_redis.cont()
     # The stalled calls were still applied by Redis when it woke up (a documented bound: a
@@ -96,4 +90,3 @@ async def test_password_and_database_from_the_url(
     wrong = _limiter(clients, f"{base.replace('s3cret', 'wrong')}/3")
     with pytest.raises(RedisError):
         await wrong.hit(bucket, 10, 0, T0)
-    assert "disconnected" in repr(wrong)
