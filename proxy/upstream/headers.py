@@ -7,9 +7,7 @@ connection and never cross. Identity headers are set by the gateway only: a clie
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
-from multidict import CIMultiDict, CIMultiDictProxy
+from collections.abc import Sequence
 
 HOP_BY_HOP = frozenset(
     {
@@ -30,33 +28,9 @@ IDENTITY = frozenset({"x-module-id", "x-site-id", "x-user-id", "x-api-key-id", "
 _GATEWAY_SET = frozenset(
     {"host", "expect", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
 )
-REQUEST_DROP = HOP_BY_HOP | IDENTITY | _GATEWAY_SET
-RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
-# The same sets for raw header names as they come off the wire (bytes, lowercased to compare).
-REQUEST_DROP_RAW = frozenset(name.encode() for name in REQUEST_DROP)
-RESPONSE_DROP_RAW = frozenset(name.encode() for name in RESPONSE_DROP)
-
-
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
-    values = headers.getall("Connection", ())
-    if not values:
-        return frozenset()
-    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
-
-
-def filter_headers(
-    headers: CIMultiDictProxy[str], drop: frozenset[str], keep_out: Iterable[str] = ()
-) -> CIMultiDict[str]:
-    """Copy `headers` without `drop`, the names listed in Connection, and `keep_out`."""
-    listed = _connection_tokens(headers)
-    extra = frozenset(k.lower() for k in keep_out)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lname = name.lower()
-        if lname in drop or lname in listed or lname in extra:
-            continue
-        out.add(name, value)
-    return out
+# Compared with raw header names as they come off the wire (bytes, lowercased).
+REQUEST_DROP_RAW = frozenset(name.encode() for name in HOP_BY_HOP | IDENTITY | _GATEWAY_SET)
+RESPONSE_DROP_RAW = frozenset(name.encode() for name in HOP_BY_HOP | {"x-request-id"})
 
 
 def _raw_connection_tokens(raw: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
