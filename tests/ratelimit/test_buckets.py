@@ -16,6 +16,9 @@ from proxy.ratelimit.local_limiter import LocalLimiter
 from proxy.ratelimit.redis_limiter import RedisLimiter, bucket_keys
 from tests.conftest import REDIS_URL
 
+# The arithmetic does not depend on the per-call budget; a generous one keeps a loaded machine
+# from turning a slow round trip into a spurious TimeoutError (the budget has its own tests).
+BUDGET = 0.5
 T0 = 1_763_900_000_000 - (1_763_900_000_000 % DAY_MS) + 12 * 3_600_000  # noon UTC, some day
 
 
@@ -40,7 +43,7 @@ async def redis_client() -> AsyncIterator[Any]:
 async def limiter(request: pytest.FixtureRequest, redis_client: Any) -> Limiter:
     if request.param == "local":
         return LocalLimiter(capacity=1000)
-    return RedisLimiter(redis_client)
+    return RedisLimiter(redis_client, timeout=BUDGET)
 
 
 @pytest.fixture
@@ -120,7 +123,7 @@ async def test_redis_keys_share_a_cluster_slot_and_expire(redis_client: Any, buc
     minute, day = bucket_keys(bucket)
     assert "{" in minute and "}" in minute
     assert key_slot(minute.encode()) == key_slot(day.encode())
-    limiter = RedisLimiter(redis_client)
+    limiter = RedisLimiter(redis_client, timeout=BUDGET)
     await limiter.hit(bucket, 60, 100)
     assert 0 < await redis_client.pttl(minute) <= 1000 + 1000  # one token missing: 1 s + margin
     assert 0 < await redis_client.pttl(day) <= DAY_MS + 60_000
@@ -128,7 +131,7 @@ async def test_redis_keys_share_a_cluster_slot_and_expire(redis_client: Any, buc
 
 
 async def test_script_survives_script_flush(redis_client: Any, bucket: str) -> None:
-    limiter = RedisLimiter(redis_client)
+    limiter = RedisLimiter(redis_client, timeout=BUDGET)
     await limiter.hit(bucket, 10, 0)
     await redis_client.script_flush()
     d = await limiter.hit(bucket, 10, 0)  # NOSCRIPT -> load -> retry, state kept
