@@ -348,27 +348,21 @@ def _search(
         at = node.ends.get(method)
         if at is not None:
             return node.entries, at
-        rest = node.only if node.seg == _REST else node.statics.get(_REST)
-        if rest is None:
-            return None
-        at = rest.ends.get(method)
-        if at is None:
-            return None
-        values.append("")
-        return rest.entries, at
-    segment = segments[index]
-    child = node.only if segment == node.seg else node.statics.get(segment)
-    if child is not None:
-        found = _search(child, segments, index + 1, end, method, values)
-        if found is not None:
-            return found
-    child = node.param
-    if child is not None and segment:
-        values.append(segment)
-        found = _search(child, segments, index + 1, end, method, values)
-        if found is not None:
-            return found
-        values.pop()
+    else:
+        segment = segments[index]
+        child = node.only if segment == node.seg else node.statics.get(segment)
+        if child is not None:
+            found = _search(child, segments, index + 1, end, method, values)
+            if found is not None:
+                return found
+        child = node.param
+        if child is not None and segment:
+            values.append(segment)
+            found = _search(child, segments, index + 1, end, method, values)
+            if found is not None:
+                return found
+            values.pop()
+    # The trailing wildcard takes the rest of the path ("" when none is left).
     rest = node.only if node.seg == _REST else node.statics.get(_REST)
     if rest is None:
         return None

@@ -47,24 +47,34 @@ class UpstreamTarget:
     base: str
     keep_path: bool
     placeholders: tuple[str, ...] = ()
-    # scheme://host:port, the upstream's metric label and log name (never the path or query,
-    # which may carry tokens); computed once here, not per request.
+    # scheme://[userinfo@]host:port, where the upstream pool connects (the pool's Endpoint
+    # names it in metrics and logs without the userinfo), and what follows it in `base`: both
+    # split once here, not per request.
     origin: str = field(init=False)
+    path_base: str = field(init=False)
 
     def __post_init__(self) -> None:
         scheme, _, rest = self.base.partition("://")
-        object.__setattr__(self, "origin", f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}")
+        origin = f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+        object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "path_base", self.base[len(origin) :])
+
+    def path_for(self, raw_path: str, query: str, params: dict[str, str]) -> str:
+        """The request target (path and query) to send to `origin`."""
+        if self.keep_path:
+            path = self.path_base + raw_path
+        elif self.placeholders:
+            path = self.path_base.format(
+                *[_encode_param(name, params) for name in self.placeholders]
+            )
+        else:
+            path = self.path_base
+        if query:
+            path += ("&" if "?" in path else "?") + query
+        return path if path.startswith("/") else "/" + path
 
     def url_for(self, raw_path: str, query: str, params: dict[str, str]) -> str:
-        if self.keep_path:
-            url = self.base + raw_path
-        elif self.placeholders:
-            url = self.base.format(*[_encode_param(name, params) for name in self.placeholders])
-        else:
-            url = self.base
-        if query:
-            url += ("&" if "?" in url else "?") + query
-        return url
+        return self.origin + self.path_for(raw_path, query, params)
 
     @classmethod
     def for_handler_url(cls, handler_url: str) -> UpstreamTarget:

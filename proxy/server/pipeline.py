@@ -192,11 +192,8 @@ class Pipeline:
         target = route.target
         if target is None:
             return await self._call_handler(request, table, match, query, principal, extra)
-        url = target.url_for(module_path, query, match.params)
+        path = target.path_for(module_path, query, match.params)
         endpoint = self.pool.endpoint(target.origin)
-        path = url[len(target.origin) :]
-        if not path.startswith("/"):
-            path = "/" + path
         headers = request.headers
         keep_out = _NOTHING
         credential = principal.credential_header

@@ -20,12 +20,12 @@ def create_pool(settings: Settings) -> UpstreamPool:
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
-    """A session that forwards bytes as they are.
+    """The session for the gateway's own calls (the handler pool, the JWKS URL); proxied
+    requests go through `create_pool`'s connections instead.
 
-    - No cookie jar: a Set-Cookie from one tenant's upstream must never be replayed on
-      another tenant's request.
-    - No automatic decompression or default headers: bodies and headers pass through unchanged.
-    - One connector pools keep-alive connections per (host, port, TLS) for every upstream.
+    - No cookie jar: nothing a response sets is ever replayed on a later call.
+    - No automatic decompression or default headers: what is sent and received is what the
+      caller gave and the server sent.
     """
     connector = aiohttp.TCPConnector(
         limit=settings.upstream_max_connections,

@@ -41,8 +41,8 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_buffered", "_chunks", "_drain_waiter", "_has_length", "_head_done", "_informational",
         "_loop", "_no_body", "_on_close", "_parser", "_read_paused", "_waiter", "_write_paused",
-        "closed", "complete", "content_length", "error", "headers", "idle_since", "keep_alive",
-        "reason", "received", "reused", "status", "transport",
+        "closed", "complete", "content_length", "error", "has_connection", "headers",
+        "idle_since", "keep_alive", "reason", "received", "reused", "status", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -66,6 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.content_length: int | None = None
+        self.has_connection = False  # a Connection header, which may list more to drop
         self.keep_alive = False
         self.complete = False
         self.received = False
@@ -226,6 +227,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.content_length = int(value)  # llhttp has validated it
         elif lname == b"transfer-encoding":
             self._has_length = True
+        elif lname == b"connection":
+            self.has_connection = True
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -235,6 +238,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.headers = []
             self.reason = b""
             self._has_length = False
+            self.has_connection = False
             self.content_length = None
             return
         self.status = status

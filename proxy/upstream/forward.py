@@ -294,7 +294,9 @@ async def _relay(
 
 
 def _response_headers(conn: UpstreamConnection, extra: dict[str, str]) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict(response_header_pairs(conn.headers))
+    headers: CIMultiDict[str] = CIMultiDict(
+        response_header_pairs(conn.headers, conn.has_connection)
+    )
     if "Access-Control-Allow-Origin" in extra:
         # The gateway answers CORS; an upstream's own Access-Control-* would contradict it.
         for name in [n for n in headers if n.lower().startswith("access-control-")]:

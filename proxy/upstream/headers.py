@@ -59,11 +59,13 @@ def request_header_lines(
     return [name + b": " + value + b"\r\n" for name, value in raw if name.lower() not in drop]
 
 
-def response_header_pairs(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def response_header_pairs(
+    raw: Sequence[tuple[bytes, bytes]], has_connection: bool
+) -> list[tuple[str, str]]:
     """An upstream's response headers to relay (decoded as aiohttp decodes them), without
     hop-by-hop headers, the names its Connection header lists and X-Request-ID."""
     drop = RESPONSE_DROP_RAW
-    if any(name.lower() == b"connection" for name, _ in raw):
+    if has_connection:
         drop = drop | _raw_connection_tokens(raw)
     return [
         (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
