@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test tools bench bench-smoke check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability bench-pool clean
+.PHONY: run test tools bench bench-smoke check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability bench-pool bench-cpu clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -51,6 +51,9 @@ bench-ratelimit: $(STAMP)  ## limited vs unlimited requests (needs wrk and Redis
 
 bench-observability: $(STAMP)  ## metrics + access log + request log per request (wrk, Postgres)
 	$(PY) bench/observability_bench.py
+
+bench-cpu: $(STAMP)  ## CPU µs per request at a fixed rate; variants: bench/cpu_bench.py --help
+	$(PY) bench/cpu_bench.py
 
 bench-pool: $(STAMP)  ## per-call overhead of the handler pool (modgate executor; needs wrk)
 	$(PY) bench/pool_bench.py
