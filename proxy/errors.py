@@ -7,6 +7,7 @@
     ├── StoreError                  Postgres failing; callers keep their last good state
     └── GatewayError                anything that becomes a response to a client (status + code)
         ├── BadRequest              400 bad_request
+        │   └── BadFraming          400 bad_request, and the connection is closed
         ├── Unauthorized            401 unauthorized (missing or invalid credentials)
         ├── Forbidden               403 forbidden (valid credentials, not allowed here)
         ├── ModuleNotFound          404 module_not_found
@@ -16,6 +17,7 @@
         ├── RateLimited             429 rate_limited / quota_exceeded (carries the headers)
         ├── InternalError           500 internal_error
         ├── HandlerNotImplemented   501 handler_not_implemented
+        ├── UnsupportedTransferEncoding 501 unsupported_transfer_encoding
         ├── UpstreamUnavailable     502 upstream_unavailable
         ├── ServiceUnavailable      503 service_unavailable
         └── UpstreamTimeout         504 upstream_timeout
@@ -56,6 +58,9 @@ class GatewayError(ModgateError):
     status: int = 500
     code: str = "internal_error"
     default_message: str = "Internal error"
+    # The client's connection cannot be trusted to carry another request (its framing is in
+    # doubt): answered with Connection: close.
+    closes_connection: bool = False
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
@@ -70,6 +75,12 @@ class BadRequest(GatewayError):
     status = 400
     code = "bad_request"
     default_message = "Bad request"
+
+
+class BadFraming(BadRequest):
+    """A message whose framing the gateway refuses to re-frame; the connection is closed."""
+
+    closes_connection = True
 
 
 class Unauthorized(GatewayError):
@@ -157,6 +168,16 @@ class HandlerNotImplemented(GatewayError):
     status = 501
     code = "handler_not_implemented"
     default_message = "This route's handler type is not available on this gateway"
+
+
+class UnsupportedTransferEncoding(GatewayError):
+    """A transfer coding other than one `chunked` (RFC 9112 section 6.1: a server that does not
+    understand a coding answers 501)."""
+
+    status = 501
+    code = "unsupported_transfer_encoding"
+    default_message = "Only Transfer-Encoding: chunked is supported"
+    closes_connection = True
 
 
 class UpstreamUnavailable(GatewayError):

@@ -261,6 +261,8 @@ FIELDS: tuple[SettingField, ...] = (
                  (), "origins allowed to call from browsers; preflights answered by the gateway"),
     SettingField("cors_max_age_seconds", _integer(0), 600,
                  "how long browsers may cache a preflight answer"),
+    SettingField("cors_allow_credentials", _BOOLEAN, False,
+                 "send Access-Control-Allow-Credentials: true to allowed origins (cookies)"),
     SettingField("rate_limit_enabled", _BOOLEAN, True,
                  "enforce rate limits and daily quotas (false: e.g. a sidecar behind a gateway)"),
     SettingField("default_rate_limit_per_minute", _integer(1), 60,
@@ -309,6 +311,8 @@ FIELDS: tuple[SettingField, ...] = (
                  "calls waiting per executor worker; past it the executor answers 503"),
     SettingField("executor_max_isolates", _integer(1), 64,
                  "isolates per executor worker, one per (module, site), least recently used go"),
+    SettingField("executor_max_response_bytes", _integer(1), 10_485_760,
+                 "largest handler pool answer the gateway reads; past it the client gets 502"),
     SettingField("log_level", _choice("debug", "info", "warning", "error"), "info",
                  "least severe level logged (any case accepted)"),
     SettingField("log_format", _choice("text", "json"), "text",
@@ -362,6 +366,7 @@ class Settings:
     usage_flush_seconds: float
     cors_origins: tuple[str, ...]
     cors_max_age_seconds: int
+    cors_allow_credentials: bool
     rate_limit_enabled: bool
     default_rate_limit_per_minute: int
     default_rate_limit_per_day: int
@@ -386,6 +391,7 @@ class Settings:
     executor_concurrency: int
     executor_queue_size: int
     executor_max_isolates: int
+    executor_max_response_bytes: int
     log_level: LogLevel
     log_format: LogFormat
     warnings: tuple[str, ...] = ()  # ignored MODGATE_* variables, for the caller to log

@@ -39,7 +39,11 @@ async def test_migrate_apply_serve_and_reapply(blank_database: str, tmp_path: Pa
     code, out = await run_cli("migrate", env=env, cwd=cwd)
     assert (code, out.splitlines()) == (
         0,
-        ["applied 0001_initial", "applied 0002_forward_credentials"],
+        [
+            "applied 0001_initial",
+            "applied 0002_forward_credentials",
+            "applied 0003_encoded_slashes",
+        ],
     )
     code, out = await run_cli("migrate", env=env, cwd=cwd)
     assert (code, out.strip()) == (0, "schema is up to date")

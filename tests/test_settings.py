@@ -241,6 +241,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("cors_origins", "app.example.com", "a list of origins (https://app.example, *)"),
     ("cors_origins", "https://app.example/path", "a list of origins (https://app.example, *)"),
     ("cors_max_age_seconds", "-1", "an integer >= 0"),
+    ("cors_allow_credentials", "yes please", "true or false"),
     ("rate_limit_enabled", "maybe", "true or false"),
     ("default_rate_limit_per_minute", "0", "an integer >= 1"),
     ("default_rate_limit_per_day", "-1", "an integer >= 0"),
@@ -265,6 +266,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("executor_concurrency", "0", "an integer >= 1"),
     ("executor_queue_size", "-1", "an integer >= 0"),
     ("executor_max_isolates", "0", "an integer >= 1"),
+    ("executor_max_response_bytes", "0", "an integer >= 1"),
     ("log_level", "verbose", "one of debug, info, warning, error"),
     ("log_format", "xml", "one of text, json"),
 ]

@@ -46,6 +46,13 @@ class ClientAddressResolver:
     def __init__(self, trusted_proxies: Iterable[str]) -> None:
         self.trusted = parse_networks(trusted_proxies)
 
+    def trusts(self, peer: str | None) -> bool:
+        """Whether the direct peer is a trusted proxy (its client-address headers count)."""
+        if not self.trusted:
+            return False
+        address = parse_ip(peer)
+        return address is not None and in_networks(address, self.trusted)
+
     def resolve(self, peer: str | None, forwarded_for: str | None) -> IPAddress | None:
         client = parse_ip(peer)
         if client is None or not self.trusted or not forwarded_for:

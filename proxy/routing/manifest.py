@@ -25,7 +25,7 @@ import yaml
 from yarl import URL
 
 from proxy.errors import ManifestError
-from proxy.routing.model import HANDLER_TYPES, METHODS, ModuleSpec, RouteSpec
+from proxy.routing.model import ENCODED_SLASHES, HANDLER_TYPES, METHODS, ModuleSpec, RouteSpec
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _MODULE_KEYS = frozenset({"id", "name", "upstream", "routes"})
@@ -166,6 +166,12 @@ def _handler_type(value: object, source: str, where: str) -> str:
     raise _fail(source, where, f"one of {', '.join(HANDLER_TYPES)}", value)
 
 
+def _encoded_slashes(value: object, source: str, where: str) -> str:
+    if value in ENCODED_SLASHES:
+        return str(value)
+    raise _fail(source, where, f"one of {', '.join(ENCODED_SLASHES)}", value)
+
+
 def _text(value: object, source: str, where: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -235,6 +241,7 @@ _ROUTE_FIELDS: dict[str, _Check] = {
     "request_schema": _json_schema,
     "response_schema": _json_schema,
     "forward_credentials": _bool,
+    "encoded_slashes": _encoded_slashes,
 }
 
 

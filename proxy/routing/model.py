@@ -8,6 +8,7 @@ from typing import Any
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 HANDLER_TYPES = ("function", "proxy", "static")
+ENCODED_SLASHES = ("reject", "keep")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +30,8 @@ class RouteSpec:
     response_schema: Any = None
     # modgate's own column (migration 0002): forward the caller's X-API-Key / Bearer token.
     forward_credentials: bool = False
+    # modgate's own column (migration 0003): "keep" lets %2F / %5C through, still encoded.
+    encoded_slashes: str = "reject"
     id: str | None = None
 
 

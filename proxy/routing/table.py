@@ -13,8 +13,8 @@ from urllib.parse import quote
 
 import orjson
 
-from proxy.errors import RouteConflictError
-from proxy.routing.matcher import Match, PathMatcher, normalize_template
+from proxy.errors import BadRequest, RouteConflictError
+from proxy.routing.matcher import WILDCARD_KEY, Match, PathMatcher, normalize_template
 from proxy.routing.model import ModuleSpec, RouteSpec
 
 
@@ -39,14 +39,18 @@ class StaticBody:
 class UpstreamTarget:
     """Where a `proxy` route forwards.
 
-    `keep_path` (module upstream): the client's path after /api/modules/{id} is appended to
-    `base`. Otherwise (handler_url): `base` is the route's URL, whose `:name` and `*` path
-    segments are filled from the matched params. The client's query string is always appended.
+    `keep_path` (module upstream): the client's normalised path after /api/modules/{id} is
+    appended to `base`. Otherwise (handler_url): `base` is the route's URL, whose `:name`
+    segments are filled from the matched params (percent-encoded) and whose `*` takes the rest
+    of the normalised path as the client sent it (an encoded slash stays encoded; the decoded
+    `*` param cannot tell "a%2Fb" from "a/b"). The client's query string is always appended.
     """
 
     base: str
     keep_path: bool
     placeholders: tuple[str, ...] = ()
+    # How many path segments precede the route's trailing `*` (where its raw value starts).
+    rest_index: int = 0
     # scheme://[userinfo@]host:port, where the upstream pool connects (the pool's Endpoint
     # names it in metrics and logs without the userinfo), and what follows it in `base`: both
     # split once here, not per request.
@@ -65,7 +69,12 @@ class UpstreamTarget:
             path = self.path_base + raw_path
         elif self.placeholders:
             path = self.path_base.format(
-                *[_encode_param(name, params) for name in self.placeholders]
+                *[
+                    _raw_rest(raw_path, self.rest_index)
+                    if name == WILDCARD_KEY
+                    else _encode_param(params[name])
+                    for name in self.placeholders
+                ]
             )
         else:
             path = self.path_base
@@ -77,7 +86,7 @@ class UpstreamTarget:
         return self.origin + self.path_for(raw_path, query, params)
 
     @classmethod
-    def for_handler_url(cls, handler_url: str) -> UpstreamTarget:
+    def for_handler_url(cls, handler_url: str, rest_index: int = 0) -> UpstreamTarget:
         scheme, sep, rest = handler_url.partition("://")
         authority, slash, path_and_query = rest.partition("/")
         path, qmark, query = path_and_query.partition("?")
@@ -93,12 +102,20 @@ class UpstreamTarget:
             return cls(handler_url, keep_path=False)
         escaped_query = query.replace("{", "{{").replace("}", "}}")
         base = f"{scheme}{sep}{authority}{slash}{'/'.join(segments)}{qmark}{escaped_query}"
-        return cls(base, keep_path=False, placeholders=tuple(names))
+        return cls(base, keep_path=False, placeholders=tuple(names), rest_index=rest_index)
 
 
-def _encode_param(name: str, params: dict[str, str]) -> str:
-    value = params.get(name, "")
-    return quote(value, safe="/" if name == "*" else "")
+def _encode_param(value: str) -> str:
+    if value == "." or value == "..":
+        # Normalisation removes dot segments before matching; this holds the line regardless.
+        raise BadRequest("A path parameter cannot be a dot segment")
+    return quote(value, safe="")
+
+
+def _raw_rest(raw_path: str, rest_index: int) -> str:
+    """The path after its first `rest_index` segments, as sent (normalised, still encoded)."""
+    parts = raw_path[1:].split("/", rest_index)
+    return parts[rest_index] if len(parts) > rest_index else ""
 
 
 class CompiledRoute:
@@ -129,7 +146,9 @@ class CompiledRoute:
             self.static = StaticBody.from_code(spec.handler_code or "")
         elif spec.handler_type == "proxy":
             if spec.handler_url:
-                self.target = UpstreamTarget.for_handler_url(spec.handler_url)
+                segments = self.template.count("/")
+                rest_index = segments - 1 if self.template.endswith("/*") else 0
+                self.target = UpstreamTarget.for_handler_url(spec.handler_url, rest_index)
             elif module_target is not None:
                 self.target = module_target  # one per module, shared by its routes
             else:

@@ -26,7 +26,7 @@ from proxy.store.file_source import FileSource
 from proxy.store.logs import LogPruner, write_logs
 from proxy.store.pg_source import PostgresSource
 from proxy.store.source import Source
-from proxy.upstream.client import create_pool, create_session
+from proxy.upstream.client import create_executor_pool, create_pool, create_session
 from proxy.upstream.pool import UpstreamPool
 
 
@@ -74,7 +74,11 @@ class Gateway:
             self.usage = UsageRecorder(
                 self.source.write_usage, interval=settings.usage_flush_seconds
             )
-        self.cors = CorsPolicy(settings.cors_origins, max_age=settings.cors_max_age_seconds)
+        self.cors = CorsPolicy(
+            settings.cors_origins,
+            max_age=settings.cors_max_age_seconds,
+            allow_credentials=settings.cors_allow_credentials,
+        )
         self.addresses = ClientAddressResolver(settings.trusted_proxies)
         self.authenticator: Authenticator | None = None
         self.limiter: RateLimiter | None = None
@@ -97,6 +101,7 @@ class Gateway:
         self._redis: Any = None
         self.session: aiohttp.ClientSession | None = None
         self.pool: UpstreamPool | None = None
+        self.executor_pool: UpstreamPool | None = None
         self.draining = False
 
     @property
@@ -135,11 +140,12 @@ class Gateway:
         jwt = JwtVerifier.from_settings(self.settings, lambda: session)
         self.authenticator = Authenticator(self.keys, jwt, usage=self.usage)
         if self.settings.executor_url:
+            self.executor_pool = create_executor_pool(self.settings)
             self.executor = ExecutorClient(
-                session,
+                self.executor_pool,
                 self.settings.executor_url,
-                timeout=self.settings.executor_timeout_seconds,
                 token=self.settings.executor_token,
+                max_response_bytes=self.settings.executor_max_response_bytes,
             )
         self.limiter = self._rate_limiter()
         try:
@@ -177,6 +183,8 @@ class Gateway:
             await self.session.close()
         if self.pool is not None:
             await self.pool.close()
+        if self.executor_pool is not None:
+            await self.executor_pool.close()
 
     def _rate_limiter(self) -> RateLimiter | None:
         settings = self.settings

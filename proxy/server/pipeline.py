@@ -20,7 +20,7 @@ from aiohttp import web
 
 from proxy.auth.authenticator import Authenticator, authorize
 from proxy.auth.client_address import ClientAddressResolver
-from proxy.auth.cors import CorsPolicy, is_preflight
+from proxy.auth.cors import VARY, CorsPolicy, is_preflight
 from proxy.auth.principal import Principal
 from proxy.errors import (
     BadRequest,
@@ -38,12 +38,13 @@ from proxy.executor.client import ExecutorClient, visible_headers
 from proxy.observability.observer import RequestInfo, RequestObserver
 from proxy.ratelimit.limiter import RateLimiter, is_quota
 from proxy.routing.matcher import Match
+from proxy.routing.normalize import normalize_path, origin_form
 from proxy.routing.registry import RouteRegistry
 from proxy.routing.table import CompiledRoute, ModuleTable
 from proxy.server.request_id import request_id_for
 from proxy.server.responses import error_response
 from proxy.upstream.forward import forward, invite_body
-from proxy.upstream.headers import request_header_lines
+from proxy.upstream.headers import check_framing, request_header_lines
 from proxy.upstream.pool import UpstreamPool
 
 log = logging.getLogger("modgate.request")
@@ -88,6 +89,8 @@ class Pipeline:
         started = time.perf_counter()
         request_id = request_id_for(request.headers.get("X-Request-ID"))
         extra = {"X-Request-ID": request_id}
+        if self.cors.enabled:
+            self._cors_headers(request, extra)
         info = RequestInfo()
         error: str | None = None
         try:
@@ -95,6 +98,8 @@ class Pipeline:
         except GatewayError as err:
             error = err.message
             response = error_response(err, request_id, extra)
+            if err.closes_connection:
+                response.force_close()
         except Exception:
             log.exception("unhandled error serving %s (request %s)", request.method, request_id)
             error = InternalError.default_message
@@ -107,26 +112,29 @@ class Pipeline:
         self, request: web.BaseRequest, extra: dict[str, str], info: RequestInfo
     ) -> web.StreamResponse:
         headers = request.headers
-        path, _, query = request.raw_path.partition("?")
-        table, module_path = self._module_for(path)
+        check_framing(headers)
+        target = request.raw_path
+        if target[:1] != "/":
+            target = origin_form(target, headers.get("Host"))
+        path, _, query = target.partition("?")
+        table, raw_module_path = self._module_for(path)
+        # Matched and forwarded alike: what the upstream resolves is what was authorised.
+        normalized = normalize_path(raw_module_path)
+        module_path = normalized.path
         info.table, info.module_path, info.query = table, module_path, query
 
         origin = headers.get("Origin")
-        if origin is not None and self.cors.enabled:
-            preflight = is_preflight(
-                request.method, origin, headers.get("Access-Control-Request-Method")
-            )
+        requested = headers.get("Access-Control-Request-Method")
+        if self.cors.enabled and is_preflight(request.method, origin, requested):
             if not self.cors.allows(origin):
-                if preflight:
-                    raise Forbidden("Origin not allowed")
-            elif preflight:
-                return self._preflight(table, module_path, origin, extra)
-            else:
-                extra.update(self.cors.response_headers(origin))
+                raise Forbidden("Origin not allowed")
+            return self._preflight(table, module_path, requested or "", extra, info)
 
         match = table.match(module_path, request.method)
         info.route = match.payload
         spec = match.payload.spec
+        if normalized.encoded_slash and spec.encoded_slashes != "keep":
+            raise BadRequest("Encoded slashes (%2F, %5C) are not accepted in this path")
         info.client_ip = client_ip = self.addresses.resolve(
             request.remote, headers.get("X-Forwarded-For")
         )
@@ -162,16 +170,38 @@ class Pipeline:
             raise ServiceUnavailable("Route tables are not loaded yet")
         raise ModuleNotFound()
 
+    def _cors_headers(self, request: web.BaseRequest, extra: dict[str, str]) -> None:
+        """What every response carries while CORS is on, errors included: Vary: Origin, and
+        for an allowed origin the gateway's Access-Control-* (proxy/auth/cors.py)."""
+        extra["Vary"] = VARY
+        headers = request.headers
+        origin = headers.get("Origin")
+        if origin is not None and self.cors.allows(origin):
+            preflight = is_preflight(
+                request.method, origin, headers.get("Access-Control-Request-Method")
+            )
+            extra.update(self.cors.response_headers(origin, preflight=preflight))
+
     def _preflight(
-        self, table: ModuleTable, module_path: str, origin: str, extra: dict[str, str]
+        self,
+        table: ModuleTable,
+        module_path: str,
+        requested: str,
+        extra: dict[str, str],
+        info: RequestInfo,
     ) -> web.Response:
+        """An allowed origin's preflight: the methods the path accepts (404 when none). It is
+        counted under the route the requested method would reach (the path's first route when
+        that method has none: the browser then refuses the call itself)."""
         methods = table.matcher.allowed_methods(module_path)
         if not methods:
             raise RouteNotFound()
-        needs_auth = any(
-            table.match(module_path, m).payload.spec.requires_auth for m in methods if m != "HEAD"
-        )
-        extra.update(self.cors.preflight_headers(origin, (*methods, "OPTIONS"), needs_auth))
+        info.route = table.match(
+            module_path, requested if requested in methods else methods[0]
+        ).payload
+        if "OPTIONS" not in methods:
+            methods = (*methods, "OPTIONS")
+        extra.update(self.cors.preflight_headers(methods))
         return web.Response(status=204, headers=extra)
 
     async def _dispatch(
@@ -201,9 +231,13 @@ class Pipeline:
             keep_out = _CREDENTIAL_NAMES[credential]
         if endpoint.authorization is not None:
             keep_out = keep_out | _AUTHORIZATION  # the URL's credentials replace the client's
-        lines = request_header_lines(request.raw_headers, "Connection" in headers, keep_out)
-        forwarded_for = headers.get("X-Forwarded-For")
         peer = request.remote or ""
+        trusted = self.addresses.trusts(peer)
+        lines = request_header_lines(
+            request.raw_headers, "Connection" in headers, keep_out, trusted_peer=trusted
+        )
+        # The chain so far counts only from a trusted proxy; anyone else starts it afresh.
+        forwarded_for = headers.get("X-Forwarded-For") if trusted else None
         lines.append(
             f"X-Forwarded-For: {forwarded_for}, {peer}\r\n".encode()
             if forwarded_for
@@ -221,6 +255,7 @@ class Pipeline:
             lines,
             max_body_bytes=self.max_body_bytes,
             extra=extra,
+            own_cors=self.cors.enabled,
         )
 
     async def _call_handler(

@@ -35,7 +35,7 @@ _ROUTE_COLUMNS = """
 SELECT module_id::text AS module_id, id::text AS id, path, method, handler_type, handler_code,
        handler_url, requires_auth, required_scopes, rate_limit_per_minute, cache_ttl_seconds,
        summary, description, request_schema::text AS request_schema,
-       response_schema::text AS response_schema, forward_credentials
+       response_schema::text AS response_schema, forward_credentials, encoded_slashes
 FROM module_api_routes
 WHERE is_active = true
 """
@@ -61,17 +61,18 @@ _UPSERT_ROUTES = """
 INSERT INTO module_api_routes AS r (
   module_id, path, method, handler_type, handler_code, handler_url, requires_auth,
   required_scopes, rate_limit_per_minute, cache_ttl_seconds, summary, description,
-  request_schema, response_schema, forward_credentials, is_active, updated_at)
+  request_schema, response_schema, forward_credentials, encoded_slashes, is_active, updated_at)
 SELECT u.module_id, u.path, u.method, u.handler_type, u.handler_code, u.handler_url,
        u.requires_auth, ARRAY(SELECT jsonb_array_elements_text(u.scopes::jsonb)),
        u.rate_limit_per_minute, u.cache_ttl_seconds, u.summary, u.description,
-       u.request_schema::jsonb, u.response_schema::jsonb, u.forward_credentials, true, NOW()
+       u.request_schema::jsonb, u.response_schema::jsonb, u.forward_credentials,
+       u.encoded_slashes, true, NOW()
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::bool[], $8::text[], $9::int[], $10::int[], $11::text[], $12::text[],
-            $13::text[], $14::text[], $15::bool[])
+            $13::text[], $14::text[], $15::bool[], $16::text[])
   AS u(module_id, path, method, handler_type, handler_code, handler_url, requires_auth,
        scopes, rate_limit_per_minute, cache_ttl_seconds, summary, description,
-       request_schema, response_schema, forward_credentials)
+       request_schema, response_schema, forward_credentials, encoded_slashes)
 ON CONFLICT (module_id, path, method) DO UPDATE SET
   handler_type = EXCLUDED.handler_type, handler_code = EXCLUDED.handler_code,
   handler_url = EXCLUDED.handler_url, requires_auth = EXCLUDED.requires_auth,
@@ -80,15 +81,18 @@ ON CONFLICT (module_id, path, method) DO UPDATE SET
   cache_ttl_seconds = EXCLUDED.cache_ttl_seconds, summary = EXCLUDED.summary,
   description = EXCLUDED.description, request_schema = EXCLUDED.request_schema,
   response_schema = EXCLUDED.response_schema,
-  forward_credentials = EXCLUDED.forward_credentials, is_active = true, updated_at = NOW()
+  forward_credentials = EXCLUDED.forward_credentials,
+  encoded_slashes = EXCLUDED.encoded_slashes, is_active = true, updated_at = NOW()
 WHERE (r.handler_type, r.handler_code, r.handler_url, r.requires_auth, r.required_scopes,
        r.rate_limit_per_minute, r.cache_ttl_seconds, r.summary, r.description,
-       r.request_schema, r.response_schema, r.forward_credentials, r.is_active)
+       r.request_schema, r.response_schema, r.forward_credentials, r.encoded_slashes,
+       r.is_active)
   IS DISTINCT FROM
       (EXCLUDED.handler_type, EXCLUDED.handler_code, EXCLUDED.handler_url,
        EXCLUDED.requires_auth, EXCLUDED.required_scopes, EXCLUDED.rate_limit_per_minute,
        EXCLUDED.cache_ttl_seconds, EXCLUDED.summary, EXCLUDED.description,
-       EXCLUDED.request_schema, EXCLUDED.response_schema, EXCLUDED.forward_credentials, true)
+       EXCLUDED.request_schema, EXCLUDED.response_schema, EXCLUDED.forward_credentials,
+       EXCLUDED.encoded_slashes, true)
 RETURNING module_id::text
 """
 
@@ -217,12 +221,13 @@ def _route_from_row(row: Any) -> RouteSpec:
         request_schema=None if request_schema is None else orjson.loads(request_schema),
         response_schema=None if response_schema is None else orjson.loads(response_schema),
         forward_credentials=bool(row["forward_credentials"]),
+        encoded_slashes=row["encoded_slashes"],
     )
 
 
 def _route_columns(modules: Sequence[ModuleSpec]) -> list[list[Any]]:
     """The manifest's routes as parallel column arrays, in _UPSERT_ROUTES' parameter order."""
-    columns: list[list[Any]] = [[] for _ in range(15)]
+    columns: list[list[Any]] = [[] for _ in range(16)]
     seen: set[tuple[str, str, str]] = set()
     for module in modules:
         for route in module.routes:
@@ -250,6 +255,7 @@ def _route_columns(modules: Sequence[ModuleSpec]) -> list[list[Any]]:
                 _json(route.request_schema, where),
                 _json(route.response_schema, where),
                 route.forward_credentials,
+                route.encoded_slashes,
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)

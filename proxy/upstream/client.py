@@ -1,5 +1,5 @@
-"""The gateway's HTTP clients: the upstream pool for proxied requests, and one aiohttp session
-for everything else it calls (the handler pool, JWKS)."""
+"""The gateway's HTTP clients: the upstream pool for proxied requests, one for the handler
+pool, and one aiohttp session for the rest (JWKS)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,21 @@ def create_pool(settings: Settings) -> UpstreamPool:
     )
 
 
+def create_executor_pool(settings: Settings) -> UpstreamPool:
+    """Keep-alive connections to the handler pool: its own limits, and a deadline of the
+    handler's time limit plus the trip (the pool answers 504 itself at its limit)."""
+    from proxy.executor.client import TIMEOUT_MARGIN_SECONDS
+
+    return UpstreamPool(
+        max_connections=settings.upstream_max_connections,
+        keepalive_seconds=settings.upstream_keepalive_seconds,
+        connect_timeout=settings.upstream_connect_timeout,
+        timeout=settings.executor_timeout_seconds + TIMEOUT_MARGIN_SECONDS,
+    )
+
+
 def create_session(settings: Settings) -> aiohttp.ClientSession:
-    """The session for the gateway's own calls (the handler pool, the JWKS URL); proxied
+    """The session for the gateway's own calls (the JWKS URL); proxied
     requests go through `create_pool`'s connections instead.
 
     - No cookie jar: nothing a response sets is ever replayed on a later call.

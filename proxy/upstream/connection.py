@@ -7,6 +7,12 @@ body writer waits in `drain` on a future of its own.
 Any failure (the upstream closing early, a parse error, the pool's deadline) is stored once in
 `error` and raised to that waiter; a failed connection is never reused.
 
+Strictness: the upstream speaks only when spoken to. A byte that arrives while no request is
+outstanding, or after the response to the outstanding one is complete (a second response glued
+to the first, a late answer to a smuggled request), fails the connection: it is closed, never
+reused, and the surplus is never merged into a response or handed to the next request. The
+response that was already complete is still delivered whole.
+
 Invariants:
 - `reusable` only after a complete response that the upstream allows to be kept alive, on a
   connection that saw no error and was not closed; everything else is closed by the pool.
@@ -39,7 +45,8 @@ class UpstreamProtocolError(ConnectionError):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "_buffered", "_chunks", "_drain_waiter", "_has_length", "_head_done", "_informational",
+        "_buffered", "_chunks", "_drain_waiter", "_expecting", "_has_length", "_head_done",
+        "_informational",
         "_loop", "_no_body", "_on_close", "_parser", "_read_paused", "_waiter", "_write_paused",
         "closed", "complete", "content_length", "error", "has_connection", "headers",
         "idle_since", "keep_alive", "reason", "received", "reused", "status", "transport",
@@ -59,6 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_paused = False
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._expecting = False  # a request is outstanding and its response is not complete
         self._reset(no_body=False)
 
     def _reset(self, *, no_body: bool) -> None:
@@ -83,6 +91,7 @@ class UpstreamConnection(asyncio.Protocol):
     def begin(self, head: bytes, *, head_request: bool) -> None:
         """Start an exchange: send the request head (the body, if any, follows by `write`)."""
         self._reset(no_body=head_request)
+        self._expecting = True
         assert self.transport is not None
         self.transport.write(head)
 
@@ -183,9 +192,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if not self._expecting:
+            self.fail(UpstreamProtocolError("upstream sent bytes with no request outstanding"))
+            return
         self.received = True
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            self.fail(UpstreamProtocolError("upstream sent bytes after a complete response"))
         except httptools.HttpParserError as exc:
             self.fail(UpstreamProtocolError(f"invalid response from upstream: {exc}"))
 
@@ -214,7 +228,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused = False
         self._wake_drain()
 
-    # -- httptools callbacks (must not raise) ------------------------------------------------
+    # -- httptools callbacks (only on_message_begin raises, to stop the parser) ---------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise UpstreamProtocolError("a second response to one request")
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
@@ -246,6 +264,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._no_body:
             self.complete = True
             self.keep_alive = False
+            self._expecting = False
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -265,6 +284,7 @@ class UpstreamConnection(asyncio.Protocol):
         if not self._no_body:
             self.complete = True
             self.keep_alive = self._parser.should_keep_alive()
+            self._expecting = False
         self._wake()
 
     def __repr__(self) -> str:

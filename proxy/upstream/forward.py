@@ -30,6 +30,7 @@ from aiohttp.http_writer import StreamWriter
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict
 
+from proxy.auth.cors import apply_gateway_cors
 from proxy.errors import BadRequest, PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
 from proxy.observability import metrics
 from proxy.upstream.connection import UpstreamClosed, UpstreamConnection
@@ -122,14 +123,15 @@ def request_head(
 
 
 def _framing(request: web.BaseRequest, body: object) -> bytes | None:
-    """How the body is delimited upstream; a client's Content-Length line is forwarded as is."""
+    """How the body is delimited upstream, written by the gateway from the message it parsed
+    (the client's own Content-Length / Transfer-Encoding lines never cross): the parsed length,
+    chunked re-encoding when the client sent chunked, or an explicit 0 for an empty POST."""
     if body is None:
-        if request.content_length is None and request.method in _BODY_METHODS:
-            return b"Content-Length: 0\r\n"
-        return None
-    if request.content_length is None:
+        return b"Content-Length: 0\r\n" if request.method in _BODY_METHODS else None
+    length = request.content_length
+    if length is None:
         return b"Transfer-Encoding: chunked\r\n"
-    return None
+    return b"Content-Length: %d\r\n" % length
 
 
 async def _send_body(
@@ -168,9 +170,12 @@ async def forward(
     *,
     max_body_bytes: int,
     extra: dict[str, str],
+    own_cors: bool,
 ) -> web.StreamResponse:
     """Send `request` to `target` (path and query) on `endpoint` with `header_lines` and
-    return the relayed response, with the gateway's own headers (`extra`) applied."""
+    return the relayed response, with the gateway's own headers (`extra`) applied; with
+    `own_cors` (CORS on) the upstream's Access-Control-* headers are dropped and its Vary
+    merged with the gateway's."""
     state = _BodyState(max_body_bytes)
     body = _request_body(request, state)
     method = request.method
@@ -219,7 +224,7 @@ async def forward(
                 raise _translate(exc, state, origin) from exc
             break
         assert conn is not None
-        return await _relay(request, conn, extra, state, origin)
+        return await _relay(request, conn, extra, own_cors, state, origin)
     finally:
         if timer is not None:
             timer.cancel()
@@ -249,12 +254,13 @@ async def _relay(
     request: web.BaseRequest,
     conn: UpstreamConnection,
     extra: dict[str, str],
+    own_cors: bool,
     state: _BodyState,
     origin: str,
 ) -> web.StreamResponse:
     status = conn.status
     reason = conn.reason.decode("latin-1") or None
-    headers = _response_headers(conn, extra)
+    headers = _response_headers(conn, extra, own_cors)
     length = conn.content_length
     if (
         length is not None
@@ -293,18 +299,18 @@ async def _relay(
     return response
 
 
-def _response_headers(conn: UpstreamConnection, extra: dict[str, str]) -> CIMultiDict[str]:
+def _response_headers(
+    conn: UpstreamConnection, extra: dict[str, str], own_cors: bool
+) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict(
         response_header_pairs(conn.headers, conn.has_connection)
     )
-    if "Access-Control-Allow-Origin" in extra:
-        # The gateway answers CORS; an upstream's own Access-Control-* would contradict it.
-        for name in [n for n in headers if n.lower().startswith("access-control-")]:
-            del headers[name]
-        vary = headers.get("Vary")
-        if vary and "origin" not in vary.lower():
-            extra = {**extra, "Vary": f"{vary}, Origin"}
-    headers.update(extra)
+    if own_cors:
+        # The gateway answers CORS for every origin (or none): an upstream's own
+        # Access-Control-* (an `Allow-Origin: *`, say) would share what the gateway did not.
+        apply_gateway_cors(headers, extra)
+    else:
+        headers.update(extra)
     return headers
 
 

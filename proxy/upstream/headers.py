@@ -1,13 +1,23 @@
-"""Which headers cross the gateway, in each direction.
+"""Which headers cross the gateway, in each direction, and which framing a request may have.
 
 Hop-by-hop headers (RFC 9110 §7.6.1) and any header named in `Connection` describe one
 connection and never cross. Identity headers are set by the gateway only: a client that sends
 `X-User-Id` must not be able to impersonate anyone, so those are stripped on the way in.
+
+Framing belongs to the gateway: the client's Content-Length and Transfer-Encoding never cross
+(the gateway writes its own from the message it parsed), and a `Connection` header that names
+them or Host is refused, since the only reason to send one is to make some hop lose the
+message's framing or authority. `Forwarded` and `X-Real-IP` say who the client is: they cross
+only from a peer in `trusted_proxies`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from multidict import CIMultiDictProxy
+
+from proxy.errors import BadFraming, UnsupportedTransferEncoding
 
 HOP_BY_HOP = frozenset(
     {
@@ -24,12 +34,21 @@ HOP_BY_HOP = frozenset(
 )
 IDENTITY = frozenset({"x-module-id", "x-site-id", "x-user-id", "x-api-key-id", "x-scopes"})
 
-# Set by the gateway itself on the way to an upstream (Host comes from the upstream URL).
+# Set by the gateway itself on the way to an upstream (Host comes from the upstream URL, the
+# framing from the parsed message).
 _GATEWAY_SET = frozenset(
-    {"host", "expect", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
-)
+    {
+        "host", "expect", "content-length", "x-request-id", "x-forwarded-for",
+        "x-forwarded-proto", "x-forwarded-host",
+    }
+)  # fmt: skip
+# Who the client is, as earlier proxies saw it: believed only from a trusted proxy.
+_CLIENT_ADDRESS = frozenset({"forwarded", "x-real-ip"})
+# What a Connection header may never name (the message's framing and authority).
+PROTECTED_FROM_CONNECTION = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # Compared with raw header names as they come off the wire (bytes, lowercased).
-REQUEST_DROP_RAW = frozenset(name.encode() for name in HOP_BY_HOP | IDENTITY | _GATEWAY_SET)
+REQUEST_DROP_TRUSTED = frozenset(name.encode() for name in HOP_BY_HOP | IDENTITY | _GATEWAY_SET)
+REQUEST_DROP_RAW = REQUEST_DROP_TRUSTED | frozenset(name.encode() for name in _CLIENT_ADDRESS)
 RESPONSE_DROP_RAW = frozenset(name.encode() for name in HOP_BY_HOP | {"x-request-id"})
 
 
@@ -43,15 +62,42 @@ def _raw_connection_tokens(raw: Sequence[tuple[bytes, bytes]]) -> frozenset[byte
     )
 
 
+def check_framing(headers: CIMultiDictProxy[str]) -> None:
+    """Refuse a request whose framing the gateway will not re-frame: a Connection header naming
+    Content-Length, Transfer-Encoding or Host (400), a transfer coding other than one
+    `chunked` (501, RFC 9112 section 6.1). llhttp has refused CL+TE and bad lengths already."""
+    if "Transfer-Encoding" in headers:
+        codings = [
+            token.strip().lower()
+            for value in headers.getall("Transfer-Encoding")
+            for token in value.split(",")
+        ]
+        if codings != ["chunked"]:
+            raise UnsupportedTransferEncoding()
+    if "Connection" in headers:
+        for value in headers.getall("Connection"):
+            for token in value.split(","):
+                if token.strip().lower().encode() in PROTECTED_FROM_CONNECTION:
+                    raise BadFraming(
+                        "The Connection header cannot name Content-Length, "
+                        "Transfer-Encoding or Host"
+                    )
+
+
 def request_header_lines(
-    raw: Sequence[tuple[bytes, bytes]], has_connection: bool, keep_out: frozenset[bytes]
+    raw: Sequence[tuple[bytes, bytes]],
+    has_connection: bool,
+    keep_out: frozenset[bytes],
+    *,
+    trusted_peer: bool = False,
 ) -> list[bytes]:
     """The client's headers to forward, as wire lines (`Name: value\r\n`), without the drop
-    set, the names its Connection header lists and `keep_out` (lowercase names).
+    set, the names its Connection header lists and `keep_out` (lowercase names); Forwarded
+    and X-Real-IP only when the peer is a trusted proxy.
 
     Works on the raw pairs the server parsed, so nothing is decoded and re-encoded; llhttp has
     refused CR, LF and NUL in them already."""
-    drop = REQUEST_DROP_RAW
+    drop = REQUEST_DROP_TRUSTED if trusted_peer else REQUEST_DROP_RAW
     if has_connection:
         drop = drop | _raw_connection_tokens(raw)
     if keep_out:

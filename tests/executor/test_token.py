@@ -11,6 +11,7 @@ import aiohttp
 from proxy.executor.client import TOKEN_HEADER, ExecutorClient
 from proxy.executor.service import Executor, build_executor_app
 from proxy.settings import load_settings
+from proxy.upstream.pool import UpstreamPool
 
 CALL = {
     "module_id": "6f1c2a9e-3b7d-4e2a-9c1f-0a5b8d7e4c21",
@@ -33,6 +34,10 @@ async def test_calls_without_the_token_are_refused(aiohttp_server: Any, tmp_path
             async with session.post(f"{url}/v1/execute", json=CALL, headers=headers) as r:
                 assert r.status == 401
                 assert (await r.json())["code"] == "unauthorized"
-        client = ExecutorClient(session, url, timeout=5.0, token=TOKEN)
+    pool = UpstreamPool(max_connections=4, keepalive_seconds=5, connect_timeout=1, timeout=5)
+    try:
+        client = ExecutorClient(pool, url, token=TOKEN)
         response = await client.call(CALL, {"X-Request-ID": "rid"})
         assert (response.status, response.body) == (200, b'"ran"')
+    finally:
+        await pool.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.errors import RouteConflictError
+from proxy.errors import BadRequest, RouteConflictError
 from proxy.routing.model import ModuleSpec, RouteSpec
 from proxy.routing.registry import RouteRegistry
 from proxy.routing.table import StaticBody, UpstreamTarget, compile_module
@@ -33,7 +33,6 @@ def test_static_body_content_type() -> None:
         ("http://s/x", {}, "a=1", "http://s/x?a=1"),
         ("http://s/x?k=v", {}, "a=1", "http://s/x?k=v&a=1"),
         ("http://s/c/:id", {"id": "a b/c"}, "", "http://s/c/a%20b%2Fc"),
-        ("http://s/c/:id/f/*", {"id": "1", "*": "x/y z"}, "q", "http://s/c/1/f/x/y%20z?q"),
         ("http://s/{braces}/:id", {"id": "7"}, "", "http://s/{braces}/7"),
     ],
 )
@@ -42,6 +41,36 @@ def test_handler_url_targets(
 ) -> None:
     target = UpstreamTarget.for_handler_url(handler_url)
     assert target.url_for("/ignored", query, params) == expected
+
+
+def test_handler_url_star_takes_the_raw_rest_of_the_path() -> None:
+    """`*` is the rest of the path as sent: an encoded slash stays encoded (the decoded param
+    is "a/b", which must never become a separator upstream)."""
+    route = RouteSpec(
+        path="/files/:id/*",
+        method="GET",
+        handler_type="proxy",
+        handler_url="http://s/c/:id/f/*",
+        encoded_slashes="keep",
+    )
+    table = compile_module(ModuleSpec(id=MODULE_ID, routes=(route,)))
+    path = "/files/1%202/x/y%20z/a%2Fb"
+    match = table.match(path, "GET")
+    assert match.params == {"id": "1 2", "*": "x/y z/a/b"}
+    assert match.payload.target is not None
+    assert match.payload.target.url_for(path, "q", match.params) == (
+        "http://s/c/1%202/f/x/y%20z/a%2Fb?q"
+    )
+    assert match.payload.target.url_for("/files/1", "", table.match("/files/1", "GET").params) == (
+        "http://s/c/1/f/"
+    )
+
+
+def test_dot_segment_param_values_are_refused() -> None:
+    target = UpstreamTarget.for_handler_url("http://s/pub/:name")
+    for value in (".", ".."):
+        with pytest.raises(BadRequest):
+            target.url_for("/ignored", "", {"name": value})
 
 
 def test_module_upstream_keeps_the_raw_path() -> None:

@@ -67,7 +67,7 @@ async def test_request_id_kept_generated_or_replaced(gateway: Any) -> None:
 async def test_proxy_keeps_path_and_query_and_sets_forwarded_headers(gateway: Any) -> None:
     client = await gateway()
     r = await client.get(
-        "/api/modules/crm/contacts/a%2Fb/x?q=1&q=2&s=%20",
+        "/api/modules/crm/contacts/a%20b/x?q=1&q=2&s=%20",
         headers={
             "X-Forwarded-For": "203.0.113.9",
             "X-User-Id": "attacker",
@@ -80,9 +80,10 @@ async def test_proxy_keeps_path_and_query_and_sets_forwarded_headers(gateway: An
     )
     assert r.status == 200
     seen = await r.json()
-    assert seen["raw_path"] == "/contacts/a%2Fb/x?q=1&q=2&s=%20"
+    assert seen["raw_path"] == "/contacts/a%20b/x?q=1&q=2&s=%20"
     h = _headers(seen)
-    assert h["x-forwarded-for"] == ["203.0.113.9, 127.0.0.1"]
+    # From a peer that is not a trusted proxy the chain starts afresh (issue 12).
+    assert h["x-forwarded-for"] == ["127.0.0.1"]
     assert h["x-forwarded-proto"] == ["http"]
     assert h["x-forwarded-host"] == [f"127.0.0.1:{client.port}"]
     assert h["x-module-id"] == [MODULE_ID]
@@ -136,12 +137,26 @@ async def test_handler_url_gets_params_and_query(gateway: Any, upstream: Any) ->
                 "method": "GET",
                 "handler_type": "proxy",
                 "handler_url": f"{base}/v2/contacts/:id/blob/*?fixed=1",
+                "encoded_slashes": "keep",
             }
         ]
     )
+    # `*` takes the rest of the path as sent: the %2F stays encoded, never a separator.
     r = await client.get("/api/modules/crm/people/J%20D/files/a/b%2Fc?x=y")
     seen = await r.json()
-    assert seen["raw_path"] == "/v2/contacts/J%20D/blob/a/b/c?fixed=1&x=y"
+    assert seen["raw_path"] == "/v2/contacts/J%20D/blob/a/b%2Fc?fixed=1&x=y"
+
+
+async def test_encoded_slashes_are_refused_by_default(gateway: Any, upstream: Any) -> None:
+    _, log = upstream
+    client = await gateway(
+        [{"path": "/files/*", "method": "GET", "handler_type": "proxy"}],
+    )
+    for path in ("/files/a%2Fb", "/files/a%2fb", "/files/a%5Cb", "/files/%5c"):
+        r = await client.get(f"/api/modules/crm{path}")
+        assert r.status == 400, path
+        assert (await r.json())["code"] == "bad_request"
+    assert log.requests == []
 
 
 async def test_head_on_get_route(gateway: Any) -> None:

@@ -164,7 +164,7 @@ async def listener(database: str, conn: asyncpg.Connection) -> AsyncIterator[Lis
 # -- migrate --------------------------------------------------------------------------------
 
 
-ALL_MIGRATIONS = ["0001_initial", "0002_forward_credentials"]
+ALL_MIGRATIONS = ["0001_initial", "0002_forward_credentials", "0003_encoded_slashes"]
 
 
 async def test_blank_database_gets_every_migration_once(blank_database: str) -> None:
@@ -173,7 +173,11 @@ async def test_blank_database_gets_every_migration_once(blank_database: str) -> 
     conn = await asyncpg.connect(blank_database)
     try:
         rows = await conn.fetch("SELECT version, name FROM modgate_schema_migrations ORDER BY 1")
-        assert [tuple(r) for r in rows] == [(1, "0001_initial"), (2, "0002_forward_credentials")]
+        assert [tuple(r) for r in rows] == [
+            (1, "0001_initial"),
+            (2, "0002_forward_credentials"),
+            (3, "0003_encoded_slashes"),
+        ]
         assert {
             "module_api_keys",
             "module_api_routes",

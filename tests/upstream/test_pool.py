@@ -505,3 +505,53 @@ async def test_chunked_request_body_arrives_whole_and_chunked(
     assert seen.body == b"".join(parts)
     _, _, wire_body = bytes(up.received[0]).partition(b"\r\n\r\n")
     assert wire_body.endswith(b"\r\n0\r\n\r\n")  # framed as chunks on the wire, properly ended
+
+
+# -- strictness: the upstream speaks only when spoken to (issue 12) -------------------------
+
+
+async def test_a_second_response_glued_to_the_first_closes_the_connection(
+    raw_upstream: StartUpstream, gateway: Any
+) -> None:
+    up = await raw_upstream(
+        [response(b"one") + response(b"smuggled", headers=[("X-Evil", "1")])],
+        [response(b"two")],
+    )
+    client, pool = await gateway(up.url)
+    r = await client.get("/api/modules/crm/a")
+    assert (r.status, await r.read()) == (200, b"one")
+    assert "X-Evil" not in r.headers
+    await up.wait_ended(0)
+    r = await client.get("/api/modules/crm/b")
+    assert (r.status, await r.read()) == (200, b"two")
+    assert [len(up.on(0)), len(up.on(1))] == [1, 1]
+    assert pool.open_connections == 1
+
+
+async def test_surplus_body_bytes_close_the_connection(
+    raw_upstream: StartUpstream, gateway: Any
+) -> None:
+    # Content-Length says 3; the 4th byte onward is nobody's.
+    up = await raw_upstream([response(b"one") + b"XHTTP/1.1 200 OK\r\n\r\n"], [response(b"two")])
+    client, _ = await gateway(up.url)
+    r = await client.get("/api/modules/crm/a")
+    assert (r.status, await r.read()) == (200, b"one")
+    await up.wait_ended(0)
+    r = await client.get("/api/modules/crm/b")
+    assert (r.status, await r.read()) == (200, b"two")
+
+
+async def test_bytes_on_an_idle_connection_are_never_handed_to_the_next_request(
+    raw_upstream: StartUpstream, gateway: Any
+) -> None:
+    up = await raw_upstream([response(b"one")], [response(b"two")])
+    client, pool = await gateway(up.url)
+    r = await client.get("/api/modules/crm/a")
+    assert (r.status, await r.read()) == (200, b"one")
+    # A late answer (to a request smuggled earlier, say) arrives while the connection idles.
+    up.push(0, response(b"stale answer"))
+    await up.wait_ended(0)
+    assert pool.open_connections == 0
+    r = await client.get("/api/modules/crm/b")
+    assert (r.status, await r.read()) == (200, b"two")
+    assert up.accepted == 2

@@ -1,0 +1,88 @@
+"""Path normalisation: the README's table of examples, and the refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.errors import BadRequest
+from proxy.routing.normalize import normalize_path, origin_form
+
+# (request path after /api/modules/{id}, normalised path, has an encoded separator)
+EXAMPLES = [
+    ("/contacts/7", "/contacts/7", False),
+    ("/", "/", False),
+    ("", "/", False),
+    ("/public/../admin/secret", "/admin/secret", False),
+    ("/public/%2e%2e/admin/secret", "/admin/secret", False),
+    ("/public/%2E%2E/admin/secret", "/admin/secret", False),
+    ("/public/.%2e/admin/secret", "/admin/secret", False),
+    ("/public/%2e./admin", "/admin", False),
+    ("/a/./b/.", "/a/b/", False),
+    ("/a/%2e/b", "/a/b", False),
+    ("/a/b/..", "/a/", False),
+    ("/a//b///c", "/a/b/c", False),
+    ("//admin/secret", "/admin/secret", False),
+    ("/a/b/", "/a/b/", False),
+    ("/a/...", "/a/...", False),
+    ("/a/.x/..y", "/a/.x/..y", False),
+    ("/a/%2e%2e%2e", "/a/%2e%2e%2e", False),
+    ("/files/a%2Fb", "/files/a%2Fb", True),
+    ("/files/a%2fb/../c", "/files/c", False),
+    ("/files/a%5Cb", "/files/a%5Cb", True),
+    ("/files/%7Euser", "/files/%7Euser", False),
+]
+
+
+@pytest.mark.parametrize(("raw", "normal", "encoded"), EXAMPLES)
+def test_normal_form(raw: str, normal: str, encoded: bool) -> None:
+    result = normalize_path(raw)
+    assert (result.path, result.encoded_slash) == (normal, encoded)
+
+
+def test_common_paths_come_back_as_the_same_object() -> None:
+    path = "/contacts/7/notes"
+    assert normalize_path(path).path is path
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("/..", "Path climbs above its root"),
+        ("/%2e%2e/other-module/x", "Path climbs above its root"),
+        ("/a/../../b", "Path climbs above its root"),
+        ("/a\\..\\admin", "Backslash in path"),
+        ("/a\\b", "Backslash in path"),
+    ],
+)
+def test_refused(raw: str, message: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        normalize_path(raw)
+    assert caught.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "expected"),
+    [
+        ("/a?b", "gw", "/a?b"),
+        ("http://gw/api/modules/x/a?b=1", "gw", "/api/modules/x/a?b=1"),
+        ("HTTP://GW:8080/p", "gw:8080", "/p"),
+        ("https://gw", "gw", "/"),
+        ("http://gw?x=1", "gw", "/?x=1"),
+    ],
+)
+def test_absolute_form_targets(target: str, host: str, expected: str) -> None:
+    assert origin_form(target, host) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [
+        ("http://other/api/modules/x/a", "gw"),
+        ("http://gw:81/p", "gw:80"),
+        ("http://user@gw/p", "gw"),
+        ("http://gw/p", None),
+    ],
+)
+def test_absolute_form_authority_must_match_host(target: str, host: str | None) -> None:
+    with pytest.raises(BadRequest):
+        origin_form(target, host)
