@@ -10,14 +10,15 @@ route the gateway authorised. Anything that could be read two ways is refused in
   (the module root) is refused, never clamped.
 - Empty segments are merged ("/a//b" is "/a/b"): upstreams that merge slashes would otherwise
   see a different path than the one matched. One trailing slash is kept as sent.
-- Encoded separators ("%2F", "%5C", any case) are flagged, not decoded: the pipeline refuses
-  them unless the matched route keeps them (`encoded_slashes: keep`), and then they travel
-  still encoded. A raw backslash is refused outright (some servers take it for "/").
+- Encoded separators ("%2F", "%5C", any case) are left alone, not decoded: the pipeline asks
+  `has_encoded_slash` and refuses them unless the matched route keeps them
+  (`encoded_slashes: keep`), and then they travel still encoded. A raw backslash is refused
+  outright (some servers take it for "/").
 - Everything else is forwarded byte for byte as the client sent it.
 
 Invariant: the result has no dot segment in any encoding, no empty segment but a trailing
 one, and starts with "/". Common paths (no "%", no "/.", no "//", no "\\") come back as the
-same object after four substring tests.
+same object after four substring tests (no allocation: this runs on every request).
 """
 
 from __future__ import annotations
@@ -27,26 +28,12 @@ from proxy.errors import BadRequest
 _DOTS = {".": 1, "..": 2}
 
 
-class NormalizedPath:
-    """The normalised path text and whether it holds an encoded separator."""
-
-    __slots__ = ("encoded_slash", "path")
-
-    def __init__(self, path: str, encoded_slash: bool) -> None:
-        self.path = path
-        self.encoded_slash = encoded_slash
-
-    def __repr__(self) -> str:
-        return f"<NormalizedPath {self.path!r} encoded_slash={self.encoded_slash}>"
-
-
-def normalize_path(raw: str) -> NormalizedPath:
+def normalize_path(raw: str) -> str:
     """The normal form of a raw (still percent-encoded) path; BadRequest for what is refused."""
     if "\\" in raw:
         raise BadRequest("Backslash in path")
-    has_percent = "%" in raw
-    if not has_percent and "/." not in raw and "//" not in raw:
-        return NormalizedPath(raw or "/", False)
+    if "%" not in raw and "/." not in raw and "//" not in raw:
+        return raw or "/"
     if not raw.startswith("/"):
         raise BadRequest("Path must start with '/'")
     out: list[str] = []
@@ -70,7 +57,7 @@ def normalize_path(raw: str) -> NormalizedPath:
     path = "/" + "/".join(out)
     if trailing and out:
         path += "/"
-    return NormalizedPath(path, has_percent and _has_encoded_slash(path))
+    return path
 
 
 def origin_form(target: str, host: str | None) -> str:
@@ -101,6 +88,9 @@ def _dot_kind(segment: str) -> int:
     return _DOTS.get(segment, 0)
 
 
-def _has_encoded_slash(raw: str) -> bool:
-    lowered = raw.lower()
+def has_encoded_slash(path: str) -> bool:
+    """Whether `path` holds "%2F" or "%5C" (any case)."""
+    if "%" not in path:
+        return False
+    lowered = path.lower()
     return "%2f" in lowered or "%5c" in lowered

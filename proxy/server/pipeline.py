@@ -38,7 +38,7 @@ from proxy.executor.client import ExecutorClient, visible_headers
 from proxy.observability.observer import RequestInfo, RequestObserver
 from proxy.ratelimit.limiter import RateLimiter, is_quota
 from proxy.routing.matcher import Match
-from proxy.routing.normalize import normalize_path, origin_form
+from proxy.routing.normalize import has_encoded_slash, normalize_path, origin_form
 from proxy.routing.registry import RouteRegistry
 from proxy.routing.table import CompiledRoute, ModuleTable
 from proxy.server.request_id import request_id_for
@@ -119,8 +119,7 @@ class Pipeline:
         path, _, query = target.partition("?")
         table, raw_module_path = self._module_for(path)
         # Matched and forwarded alike: what the upstream resolves is what was authorised.
-        normalized = normalize_path(raw_module_path)
-        module_path = normalized.path
+        module_path = normalize_path(raw_module_path)
         info.table, info.module_path, info.query = table, module_path, query
 
         origin = headers.get("Origin")
@@ -133,7 +132,7 @@ class Pipeline:
         match = table.match(module_path, request.method)
         info.route = match.payload
         spec = match.payload.spec
-        if normalized.encoded_slash and spec.encoded_slashes != "keep":
+        if spec.encoded_slashes != "keep" and has_encoded_slash(module_path):
             raise BadRequest("Encoded slashes (%2F, %5C) are not accepted in this path")
         info.client_ip = client_ip = self.addresses.resolve(
             request.remote, headers.get("X-Forwarded-For")
