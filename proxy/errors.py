@@ -7,20 +7,25 @@
     ├── StoreError                  Postgres failing; callers keep their last good state
     └── GatewayError                anything that becomes a response to a client (status + code)
         ├── BadRequest              400 bad_request
-        │   └── BadFraming          400 bad_request, and the connection is closed
+        │   ├── BadFraming          400 bad_request, and the connection is closed
+        │   └── RequestTimeout      408 request_timeout (a client too slow with its head or body)
         ├── Unauthorized            401 unauthorized (missing or invalid credentials)
         ├── Forbidden               403 forbidden (valid credentials, not allowed here)
         ├── ModuleNotFound          404 module_not_found
         ├── RouteNotFound           404 route_not_found
         ├── MethodNotAllowed        405 method_not_allowed (carries Allow)
         ├── PayloadTooLarge         413 payload_too_large
+        ├── UriTooLong              414 uri_too_long
         ├── RateLimited             429 rate_limited / quota_exceeded (carries the headers)
+        ├── HeaderFieldsTooLarge    431 header_fields_too_large
         ├── InternalError           500 internal_error
         ├── HandlerNotImplemented   501 handler_not_implemented
         ├── UnsupportedTransferEncoding 501 unsupported_transfer_encoding
         ├── UpstreamUnavailable     502 upstream_unavailable
         ├── ServiceUnavailable      503 service_unavailable
-        └── UpstreamTimeout         504 upstream_timeout
+        │   └── TooManyConnections  503 too_many_connections (the worker's connection cap)
+        ├── UpstreamTimeout         504 upstream_timeout
+        └── HttpVersionNotSupported 505 http_version_not_supported (anything but HTTP/1.0, 1.1)
 
 Strategy: a GatewayError's message is written for clients and is the only text that reaches
 them; lower-layer exceptions are translated where they cross into the gateway
@@ -83,6 +88,16 @@ class BadFraming(BadRequest):
     closes_connection = True
 
 
+class RequestTimeout(BadRequest):
+    """A client too slow to send its request head or the next part of its body. A BadRequest
+    (the client's fault), so layers that pass client errors through pass this one too."""
+
+    status = 408
+    code = "request_timeout"
+    default_message = "Request not received in time"
+    closes_connection = True
+
+
 class Unauthorized(GatewayError):
     """Missing or invalid credentials. The message never says whether a key exists."""
 
@@ -139,6 +154,13 @@ class PayloadTooLarge(GatewayError):
     default_message = "Request body too large"
 
 
+class UriTooLong(GatewayError):
+    status = 414
+    code = "uri_too_long"
+    default_message = "Request URL too long"
+    closes_connection = True
+
+
 class RateLimited(GatewayError):
     """429: the per-minute bucket is empty (rate_limited) or the daily quota is spent."""
 
@@ -156,6 +178,13 @@ class RateLimited(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return self._headers
+
+
+class HeaderFieldsTooLarge(GatewayError):
+    status = 431
+    code = "header_fields_too_large"
+    default_message = "Request header fields too large"
+    closes_connection = True
 
 
 class InternalError(GatewayError):
@@ -192,7 +221,24 @@ class ServiceUnavailable(GatewayError):
     default_message = "Service unavailable"
 
 
+class TooManyConnections(ServiceUnavailable):
+    """The worker already holds `max_client_connections`: a new one is answered and closed."""
+
+    code = "too_many_connections"
+    default_message = "Too many connections"
+    closes_connection = True
+
+
 class UpstreamTimeout(GatewayError):
     status = 504
     code = "upstream_timeout"
     default_message = "Upstream timed out"
+
+
+class HttpVersionNotSupported(GatewayError):
+    """Only HTTP/1.0 and HTTP/1.1 are served (HTTP/2 needs its own listener)."""
+
+    status = 505
+    code = "http_version_not_supported"
+    default_message = "HTTP version not supported"
+    closes_connection = True

@@ -213,6 +213,16 @@ FIELDS: tuple[SettingField, ...] = (
                  "worker processes sharing the public port (SO_REUSEPORT)"),
     SettingField("max_body_bytes", _integer(0), 10_485_760,
                  "largest request body accepted, larger ones get 413 (0 = unlimited)"),
+    SettingField("client_header_timeout_seconds", _number(0, inclusive=False), 10.0,
+                 "seconds a client has to send a whole request head, from connection open or a"
+                 " keep-alive request's first byte; past it 408 and close"),
+    SettingField("client_body_timeout_seconds", _number(0, inclusive=False), 60.0,
+                 "longest silence, in seconds, while a request body is being received; past it"
+                 " 408 and close"),
+    SettingField("client_keepalive_seconds", _number(0, inclusive=False), 75.0,
+                 "seconds an idle client keep-alive connection is kept open"),
+    SettingField("max_client_connections", _integer(1), 10_000,
+                 "open client connections per worker; past it a new one gets 503 and is closed"),
     SettingField("upstream_connect_timeout", _number(0, inclusive=False), 2.0,
                  "seconds to open a connection to a module upstream"),
     SettingField("upstream_timeout", _number(0, inclusive=False), 30.0,
@@ -342,6 +352,10 @@ class Settings:
     routes_poll_seconds: float
     workers: int
     max_body_bytes: int
+    client_header_timeout_seconds: float
+    client_body_timeout_seconds: float
+    client_keepalive_seconds: float
+    max_client_connections: int
     upstream_connect_timeout: float
     upstream_timeout: float
     upstream_max_connections: int

@@ -33,6 +33,22 @@ REQUEST_DURATION = Histogram(
     ["module", "route"],
     buckets=LATENCY_BUCKETS,
 )
+CLIENT_CONNECTIONS = Gauge(
+    "modgate_client_connections",
+    "Open client connections on the public port.",
+    multiprocess_mode="livesum",
+)
+CLIENT_CONNECTIONS_REFUSED = Counter(
+    "modgate_client_connections_refused_total",
+    "Client connections answered 503 too_many_connections and closed: the worker already held\n"
+    "max_client_connections.",
+)
+CLIENT_TIMEOUTS = Counter(
+    "modgate_client_timeouts_total",
+    "Client connections closed for slowness, by phase: header (a request head not complete within\n"
+    "client_header_timeout_seconds), body (a request body silent for client_body_timeout_seconds).",
+    ["phase"],
+)
 UPSTREAM_DURATION = Histogram(
     "modgate_upstream_request_duration_seconds",
     "Time an upstream took to answer (headers and body), by upstream origin.",
@@ -137,6 +153,8 @@ for _reason in ("queue_full", "write_failed"):
     LOG_DROPPED.labels(reason=_reason)
 for _kind in ("timeout", "error"):
     REDIS_ERRORS.labels(kind=_kind)
+for _phase in ("header", "body"):
+    CLIENT_TIMEOUTS.labels(phase=_phase)
 
 # -- handler pool ------------------------------------------------------------------------------
 EXECUTOR_CALLS = Counter(

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from proxy.errors import GatewayError
 from proxy.server.gateway import Gateway
 from proxy.server.pipeline import Pipeline
+from proxy.server.protocol import MAX_FIELD_BYTES, MAX_URL_BYTES, ClientLimits, EdgeServer
 from proxy.server.request_id import request_id_for
 from proxy.server.responses import error_response
 
@@ -39,12 +40,16 @@ def public_pipeline(gateway: Gateway) -> Pipeline:
     )
 
 
-def build_public_server(pipeline: Pipeline) -> web.Server:
+def build_public_server(pipeline: Pipeline, limits: ClientLimits | None = None) -> web.Server:
     """What a worker serves on the public port: aiohttp's low-level server handing every
     request straight to the pipeline. The pipeline does its own routing, so an Application's
-    router, match info and middleware chain would be per-request work for nothing."""
-    return web.Server(
+    router, match info and middleware chain would be per-request work for nothing. Its
+    connections are the gateway's (`protocol.ClientConnection`): refused heads in the error
+    shape, HTTP/1.x only, `limits` (default: the settings' defaults) on time and connections."""
+    return EdgeServer(
         pipeline.handle,
+        limits=limits or ClientLimits(),
+        observer=pipeline.observer,
         # A client that goes away cancels its handler, which closes the upstream request.
         handler_cancellation=True,
         # Request bodies are forwarded as sent, compressed or not.
@@ -55,8 +60,19 @@ def build_public_server(pipeline: Pipeline) -> web.Server:
 
 def build_public_app(gateway: Gateway) -> web.Application:
     """The same pipeline as an Application whose lifecycle opens and closes the gateway's
-    resources: for in-process tests and embedding (workers use `build_public_server`)."""
-    app = web.Application()
+    resources: for in-process tests and embedding (workers use `build_public_server`).
+
+    An Application's server is always aiohttp's own (`web.Server`, `RequestHandler`), so only
+    the keep-alive and head-size limits apply here; refused heads in the error shape, the
+    header and body timeouts and the connection cap need `build_public_server`."""
+    limits = ClientLimits.from_settings(gateway.settings)
+    app = web.Application(
+        handler_args={
+            "keepalive_timeout": limits.keepalive,
+            "max_line_size": MAX_URL_BYTES,
+            "max_field_size": MAX_FIELD_BYTES,
+        }
+    )
     app[GATEWAY] = gateway
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from aiohttp import web
 from proxy.errors import ConfigError
 from proxy.server.app import build_admin_app, build_public_server, public_pipeline
 from proxy.server.gateway import Gateway
+from proxy.server.protocol import ClientLimits
 from proxy.settings import Settings
 
 log = logging.getLogger("modgate.server")
@@ -34,7 +35,7 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     try:
         await gateway.start()
         public = web.ServerRunner(
-            build_public_server(public_pipeline(gateway)),
+            build_public_server(public_pipeline(gateway), ClientLimits.from_settings(settings)),
             handle_signals=False,
             shutdown_timeout=settings.shutdown_grace_seconds,
         )

@@ -504,6 +504,8 @@ BAD_VALUES = {
     "unknown setting": {"config": {"listen_address": "0.0.0.0:8080"}},
     "secret in the ConfigMap": {"config": {"database_url": "postgresql://u:p@db/x"}},
     "bad log format": {"config": {"log_format": "xml"}},
+    "zero header timeout": {"config": {"client_header_timeout_seconds": 0}},
+    "no client connections": {"config": {"max_client_connections": 0}},
     "secret value and existingSecret": {
         "secrets": {"databaseUrl": {"value": "postgresql://u:p@db/x", "existingSecret": "db"}}
     },

@@ -47,7 +47,7 @@ async def test_labels_after_real_traffic(
     gateway, app = gateway_for(tmp_path, manifest(upstream[0], routes))
     client = await aiohttp_client(app)
     admin = await aiohttp_client(build_admin_app(gateway))
-    for contact in ("42", "43", "a%2Fb"):
+    for contact in ("42", "43", "a%20b"):
         assert (await client.get(f"/api/modules/crm/contacts/{contact}")).status == 200
     await client.get(f"/api/modules/{MODULE_ID}/static")
     await client.get("/api/modules/crm/nope/1234")
