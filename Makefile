@@ -17,11 +17,16 @@ run: $(STAMP)  ## the gateway on the embedded default (config/routes.yaml)
 test: $(STAMP) tools  ## the whole test suite (needs Postgres and Redis; see README)
 	$(VENV)/bin/pytest
 
-# promtool (Debian package prometheus) checks the metrics and alert rules in the tests.
+# promtool (Debian package prometheus) checks the metrics and alert rules in the tests; nginx
+# (nginx-light) is the normalising upstream of tests/edge (each test starts its own, never the
+# system's).
 tools:
-	@command -v promtool >/dev/null || { \
-	  command -v apt-get >/dev/null || { echo "promtool is needed: install prometheus"; exit 1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	[ -z "$$missing" ] || { \
+	  command -v apt-get >/dev/null || { echo "needed for the tests:$$missing"; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 check: lint typecheck
 

@@ -12,8 +12,10 @@ route the gateway authorised. Anything that could be read two ways is refused in
   see a different path than the one matched. One trailing slash is kept as sent.
 - Encoded separators ("%2F", "%5C", any case) are left alone, not decoded: the pipeline asks
   `has_encoded_slash` and refuses them unless the matched route keeps them
-  (`encoded_slashes: keep`), and then they travel still encoded. A raw backslash is refused
-  outright (some servers take it for "/").
+  (`encoded_slashes: keep`), and then they travel still encoded; even then a segment that
+  would hold a dot segment once an upstream decodes its separators ("..%2Fadmin") is refused
+  (`hides_dot_segment`), since an upstream that decodes and normalises would climb. A raw
+  backslash is refused outright (some servers take it for "/").
 - Everything else is forwarded byte for byte as the client sent it.
 
 Invariant: the result has no dot segment in any encoding, no empty segment but a trailing
@@ -22,6 +24,8 @@ same object after four substring tests (no allocation: this runs on every reques
 """
 
 from __future__ import annotations
+
+from urllib.parse import unquote
 
 from proxy.errors import BadRequest
 
@@ -86,6 +90,17 @@ def _dot_kind(segment: str) -> int:
     if "%" in segment:
         segment = segment.replace("%2e", ".").replace("%2E", ".")
     return _DOTS.get(segment, 0)
+
+
+def hides_dot_segment(path: str) -> bool:
+    """Whether a segment holding "%2F" / "%5C" would yield a "." or ".." segment once an
+    upstream decodes it and splits it on "/" or "\\" ("..%2Fadmin", "a%5C..")."""
+    for segment in path.split("/"):
+        if "%" in segment and has_encoded_slash(segment):
+            decoded = unquote(segment).replace("\\", "/")
+            if any(piece in _DOTS for piece in decoded.split("/")):
+                return True
+    return False
 
 
 def has_encoded_slash(path: str) -> bool:

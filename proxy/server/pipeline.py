@@ -38,7 +38,12 @@ from proxy.executor.client import ExecutorClient, visible_headers
 from proxy.observability.observer import RequestInfo, RequestObserver
 from proxy.ratelimit.limiter import RateLimiter, is_quota
 from proxy.routing.matcher import Match
-from proxy.routing.normalize import has_encoded_slash, normalize_path, origin_form
+from proxy.routing.normalize import (
+    has_encoded_slash,
+    hides_dot_segment,
+    normalize_path,
+    origin_form,
+)
 from proxy.routing.registry import RouteRegistry
 from proxy.routing.table import CompiledRoute, ModuleTable
 from proxy.server.request_id import request_id_for
@@ -132,8 +137,11 @@ class Pipeline:
         match = table.match(module_path, request.method)
         info.route = match.payload
         spec = match.payload.spec
-        if spec.encoded_slashes != "keep" and has_encoded_slash(module_path):
-            raise BadRequest("Encoded slashes (%2F, %5C) are not accepted in this path")
+        if has_encoded_slash(module_path):
+            if spec.encoded_slashes != "keep":
+                raise BadRequest("Encoded slashes (%2F, %5C) are not accepted in this path")
+            if hides_dot_segment(module_path):
+                raise BadRequest("Encoded slashes cannot hide dot segments")
         info.client_ip = client_ip = self.addresses.resolve(
             request.remote, headers.get("X-Forwarded-For")
         )

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from proxy.errors import BadRequest
-from proxy.routing.normalize import has_encoded_slash, normalize_path, origin_form
+from proxy.routing.normalize import (
+    has_encoded_slash,
+    hides_dot_segment,
+    normalize_path,
+    origin_form,
+)
 
 # (request path after /api/modules/{id}, normalised path, has an encoded separator)
 EXAMPLES = [
@@ -86,3 +91,20 @@ def test_absolute_form_targets(target: str, host: str, expected: str) -> None:
 def test_absolute_form_authority_must_match_host(target: str, host: str | None) -> None:
     with pytest.raises(BadRequest):
         origin_form(target, host)
+
+
+@pytest.mark.parametrize(
+    ("path", "hides"),
+    [
+        ("/kfiles/..%2Fbase%2Fadmin%2Fsecret", True),
+        ("/kfiles/a%2F..%2F..%2Fx", True),
+        ("/kfiles/a%5C..", True),
+        ("/kfiles/.%2Fa", True),
+        ("/kfiles/%2e%2e%2Fa", True),
+        ("/kfiles/a%2Fb", False),
+        ("/kfiles/a%2F...%2Fb", False),
+        ("/kfiles/..a%2Fb", False),
+    ],
+)
+def test_encoded_slashes_cannot_hide_dot_segments(path: str, hides: bool) -> None:
+    assert hides_dot_segment(path) is hides

@@ -4,12 +4,15 @@ Strategy: the n-th connection accepted takes the n-th script, a list of `Reply` 
 bytes); every complete request it reads (parsed by httptools, so a body framed by
 Content-Length or chunked arrives whole) is recorded and answered, in order, by the script's
 next reply. A request past the end of its script, and any connection past the last script,
-is closed without an answer: a test that did not expect it sees the failure.
+is closed without an answer: a test that did not expect it sees the failure. `repeat` (given
+to `start`) changes that for a fuzzer: every request past its connection's script, on any
+connection, is answered with that reply.
 
 What the tests read back: `accepted` (connections opened), `requests` (every request, with
 the index of the connection it came on), `received` (the raw bytes of each connection) and
 `ended` (connections that are gone, either side having closed them); `wait_requests` and
-`wait_ended` wait on those without sleeping.
+`wait_ended` wait on those without sleeping. `push` writes bytes nobody asked for on a
+connection (an upstream that answers twice, or speaks while idle).
 """
 
 from __future__ import annotations
@@ -65,8 +68,9 @@ class SeenRequest:
 
 
 class RawUpstream:
-    def __init__(self, scripts: list[list[Reply]]) -> None:
+    def __init__(self, scripts: list[list[Reply]], repeat: Reply | None = None) -> None:
         self.scripts = scripts
+        self.repeat = repeat
         self.port = 0
         self.accepted = 0
         self.requests: list[SeenRequest] = []
@@ -77,8 +81,13 @@ class RawUpstream:
         self._changed = asyncio.Event()
 
     @classmethod
-    async def start(cls, *scripts: Iterable[Reply | bytes]) -> RawUpstream:
-        upstream = cls([[r if isinstance(r, Reply) else Reply(r) for r in s] for s in scripts])
+    async def start(
+        cls, *scripts: Iterable[Reply | bytes], repeat: Reply | bytes | None = None
+    ) -> RawUpstream:
+        upstream = cls(
+            [[r if isinstance(r, Reply) else Reply(r) for r in s] for s in scripts],
+            repeat=Reply(repeat) if isinstance(repeat, bytes) else repeat,
+        )
         loop = asyncio.get_running_loop()
         upstream._server = await loop.create_server(upstream._accept, "127.0.0.1", 0)
         upstream.port = upstream._server.sockets[0].getsockname()[1]
@@ -91,6 +100,12 @@ class RawUpstream:
     def on(self, connection: int) -> list[SeenRequest]:
         """The requests that came on connection `connection` (0 = the first accepted)."""
         return [r for r in self.requests if r.connection == connection]
+
+    def push(self, connection: int, data: bytes) -> None:
+        """Write `data` on connection `connection` now, whether or not a request is waiting."""
+        transport = self._connections[connection].transport
+        assert transport is not None
+        transport.write(data)
 
     async def wait_requests(self, count: int, timeout: float = 10.0) -> None:
         await self._until(lambda: len(self.requests) >= count, timeout)
@@ -124,6 +139,8 @@ class RawUpstream:
         self.accepted += 1
         self.received.append(bytearray())
         script = self.scripts[index] if index < len(self.scripts) else None
+        if script is None and self.repeat is not None:
+            script = []
         conn = _Connection(self, index, script)
         self._connections.append(conn)
         self._notify()
@@ -205,7 +222,7 @@ class _Connection(asyncio.Protocol):
         assert self.script is not None and self.transport is not None
         while not self.closed:
             await self.pending.get()
-            reply = self.script.popleft() if self.script else HANG_UP
+            reply = self.script.popleft() if self.script else (self.upstream.repeat or HANG_UP)
             if reply.hold is not None:
                 await reply.hold.wait()
             if self.closed:

@@ -1,0 +1,62 @@
+"""Fixtures of the edge suite: raw-socket upstreams and gateways served as a worker serves them,
+all closed at the end of the test (gateways first, then the upstreams they were pooled to)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.edge import (
+    FUZZ_STATS,
+    RunningGateway,
+    StartGateway,
+    StartUpstream,
+    edge_manifest,
+    start_gateway,
+)
+from tests.support.raw_upstream import RawUpstream, Reply
+
+
+@pytest.fixture
+async def raw_upstreams() -> AsyncIterator[StartUpstream]:
+    """`await raw_upstreams(*scripts, repeat=...)`: a RawUpstream, closed after the test."""
+    started: list[RawUpstream] = []
+
+    async def start(*scripts: list[Reply | bytes], repeat: Reply | bytes | None = None) -> Any:
+        upstream = await RawUpstream.start(*scripts, repeat=repeat)
+        started.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in started:
+        await upstream.close()
+
+
+@pytest.fixture
+async def edge_gateway(tmp_path: Path, raw_upstreams: StartUpstream) -> AsyncIterator[StartGateway]:
+    """`await edge_gateway(upstream, data=None, **settings)`: a gateway over `data` (default:
+    `edge_manifest(upstream.url)`), on a free port, stopped after the test."""
+    started: list[RunningGateway] = []
+
+    async def start(
+        upstream: RawUpstream, data: dict[str, Any] | None = None, **overrides: object
+    ) -> RunningGateway:
+        data = data if data is not None else edge_manifest(upstream.url)
+        gateway = await start_gateway(tmp_path / f"gateway{len(started)}", data, **overrides)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        await gateway.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many generated cases the fuzz tests ran, and how the gateway answered them."""
+    if FUZZ_STATS:
+        terminalreporter.section("edge fuzz (hypothesis, derandomized)")
+        for key, count in sorted(FUZZ_STATS.items()):
+            terminalreporter.write_line(f"{key}: {count}")
