@@ -16,6 +16,8 @@ route the gateway authorised. Anything that could be read two ways is refused in
   would hold a dot segment once an upstream decodes its separators ("..%2Fadmin") is refused
   (`hides_dot_segment`), since an upstream that decodes and normalises would climb. A raw
   backslash is refused outright (some servers take it for "/").
+- A dot segment with `;` path parameters ("..;", "%2e%2e;x") is refused: servlet containers
+  strip the parameters and then climb.
 - Everything else is forwarded byte for byte as the client sent it.
 
 Invariant: the result has no dot segment in any encoding, no empty segment but a trailing
@@ -84,7 +86,14 @@ def origin_form(target: str, host: str | None) -> str:
 
 
 def _dot_kind(segment: str) -> int:
-    """1 for a "." segment, 2 for "..", 0 otherwise, whatever the encoding of the dots."""
+    """1 for a "." segment, 2 for "..", 0 otherwise, whatever the encoding of the dots.
+
+    A dot segment with path parameters ("..;x=1", "%2e%2e;") is refused: Tomcat, Jetty and
+    Spring drop the parameters and climb, nginx and the gateway would not."""
+    if ";" in segment:
+        if _dot_kind(segment.partition(";")[0]):
+            raise BadRequest("A dot segment cannot carry path parameters (';')")
+        return 0
     if len(segment) > 6 or not segment:
         return 0
     if "%" in segment:

@@ -119,6 +119,10 @@ class Pipeline:
         headers = request.headers
         check_framing(headers)
         target = request.raw_path
+        if "#" in target:
+            # Never part of a request target (RFC 9112 section 3.2); upstreams cut the path at
+            # it, so the path they resolve would not be the one matched.
+            raise BadRequest("A request target cannot contain '#'")
         if target[:1] != "/":
             target = origin_form(target, headers.get("Host"))
         path, _, query = target.partition("?")
@@ -252,7 +256,9 @@ class Pipeline:
         )
         lines.append(_PROTO_LINES[request.scheme])
         if request.host:
-            lines.append(f"X-Forwarded-Host: {request.host}\r\n".encode())
+            # As sent (llhttp refused CR/LF/NUL); its bytes need not be UTF-8.
+            host = request.host.encode("utf-8", "surrogateescape")
+            lines.append(b"X-Forwarded-Host: " + host + b"\r\n")
         lines += _identity_lines(extra["X-Request-ID"], table.id, principal)
         return await forward(
             request,

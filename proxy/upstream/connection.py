@@ -238,6 +238,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # a trailer field: dropped, never relayed as a header
         self.headers.append((name, value))
         lname = name.lower()
         if lname == b"content-length":

@@ -9,6 +9,10 @@ Framing belongs to the gateway: the client's Content-Length and Transfer-Encodin
 them or Host is refused, since the only reason to send one is to make some hop lose the
 message's framing or authority. `Forwarded` and `X-Real-IP` say who the client is: they cross
 only from a peer in `trusted_proxies`.
+
+A request header whose name holds "_" never crosses (nginx's `underscores_in_headers off`,
+Envoy's `headers_with_underscores_action: DROP_HEADER`): CGI, WSGI and many frameworks read
+`X_User_Id` as `X-User-Id`, so it would walk around the identity stripping.
 """
 
 from __future__ import annotations
@@ -92,8 +96,8 @@ def request_header_lines(
     trusted_peer: bool = False,
 ) -> list[bytes]:
     """The client's headers to forward, as wire lines (`Name: value\r\n`), without the drop
-    set, the names its Connection header lists and `keep_out` (lowercase names); Forwarded
-    and X-Real-IP only when the peer is a trusted proxy.
+    set, the names its Connection header lists, `keep_out` (lowercase names) and any name
+    holding "_"; Forwarded and X-Real-IP only when the peer is a trusted proxy.
 
     Works on the raw pairs the server parsed, so nothing is decoded and re-encoded; llhttp has
     refused CR, LF and NUL in them already."""
@@ -102,7 +106,11 @@ def request_header_lines(
         drop = drop | _raw_connection_tokens(raw)
     if keep_out:
         drop = drop | keep_out
-    return [name + b": " + value + b"\r\n" for name, value in raw if name.lower() not in drop]
+    return [
+        name + b": " + value + b"\r\n"
+        for name, value in raw
+        if name.lower() not in drop and b"_" not in name
+    ]
 
 
 def response_header_pairs(

@@ -188,7 +188,9 @@ def cases(draw: st.DrawFn, paths: st.SearchStrategy[str], heads: bool) -> Case:
         lines += [("X-Hop", "hop")] if "X-Hop" in connection else []
         if draw(st.booleans()):
             lines.append(("Upgrade", draw(st.sampled_from(["websocket", "h2c"]))))
-    forged = draw(st.lists(st.sampled_from([*IDENTITY_HEADERS, "Forwarded", "X-Real-IP"])))
+    underscored = [name.replace("-", "_") for name in (*IDENTITY_HEADERS, "X-Real-IP")]
+    claims = [*IDENTITY_HEADERS, *underscored, "Forwarded", "X-Real-IP"]
+    forged = draw(st.lists(st.sampled_from(claims)))
     lines += [(draw(_cased(name)), EVIL) for name in forged]
     if draw(st.booleans()):
         lines.append(("X-Forwarded-For", "203.0.113.66"))
@@ -279,8 +281,14 @@ def _check_forwarded(case: Case, seen: SeenRequest) -> None:
     assert seen.target in {path + case.query, path + case.query.rstrip("?")}
     target_path = seen.target.partition("?")[0]
     assert "//" not in target_path and "\\" not in target_path
+    assert "#" not in seen.target, seen.target
     segments = target_path.lower().replace("%2e", ".").split("/")
     assert "." not in segments and ".." not in segments, seen.target
+    # Nor a dot segment behind path parameters ("..;x"), which servlet containers resolve.
+    bases = {segment.partition(";")[0] for segment in segments}
+    assert "." not in bases and ".." not in bases, seen.target
+    # Nor a header name a CGI/WSGI upstream would read as another (X_User_Id).
+    assert all("_" not in name for name, _ in seen.headers), seen.headers
     if route != "raw":
         assert "%2f" not in target_path.lower() and "%5c" not in target_path.lower()
     # Framing: the gateway's own, and the body arrived whole.

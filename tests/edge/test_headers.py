@@ -157,3 +157,24 @@ async def test_absolute_form_target_is_normalised_like_any_path(
     r = await gateway.exchange(raw_request("GET", target, [("X-API-Key", ADMIN_KEY)]))
     assert (r.status, r.body) == (200, b"secret")
     assert [seen.target for seen in upstream.requests] == ["/base/admin/secret"]
+
+
+async def test_header_names_with_underscores_never_cross(
+    raw_upstreams: StartUpstream, edge_gateway: StartGateway
+) -> None:
+    """CGI/WSGI upstreams read `X_User_Id` as `X-User-Id`: such names are dropped (nginx's
+    underscores_in_headers off), so they cannot walk around the identity stripping."""
+    sneaky = [("X_User_Id", "admin"), ("x_scopes", "*"), ("X_Real_IP", "6.6.6.6"), ("A_B", "1")]
+    seen = await _one_request(
+        raw_upstreams, edge_gateway, raw_request("GET", PUBLIC, [*sneaky, ("X-Kept", "yes")])
+    )
+    assert [name for name, _ in seen.headers if "_" in name] == []
+    assert seen.header("X-Kept") == ["yes"]
+
+
+async def test_a_host_that_is_not_utf8_is_forwarded_not_a_500(
+    raw_upstreams: StartUpstream, edge_gateway: StartGateway
+) -> None:
+    request = b"GET " + PUBLIC.encode() + b" HTTP/1.1\r\nHost: gw\xff\xfe\r\n\r\n"
+    seen = await _one_request(raw_upstreams, edge_gateway, request)
+    assert len(seen.header("X-Forwarded-Host")) == 1

@@ -35,6 +35,8 @@ EXAMPLES = [
     ("/files/a%2fb/../c", "/files/c", False),
     ("/files/a%5Cb", "/files/a%5Cb", True),
     ("/files/%7Euser", "/files/%7Euser", False),
+    ("/a;v=1/b;x", "/a;v=1/b;x", False),
+    ("/a/...;x", "/a/...;x", False),
 ]
 
 
@@ -57,6 +59,9 @@ def test_common_paths_come_back_as_the_same_object() -> None:
         ("/a/../../b", "Path climbs above its root"),
         ("/a\\..\\admin", "Backslash in path"),
         ("/a\\b", "Backslash in path"),
+        ("/public/..;/admin", "A dot segment cannot carry path parameters (';')"),
+        ("/public/%2e%2e;x=1/admin", "A dot segment cannot carry path parameters (';')"),
+        ("/public/.;/admin", "A dot segment cannot carry path parameters (';')"),
     ],
 )
 def test_refused(raw: str, message: str) -> None:

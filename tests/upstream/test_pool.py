@@ -555,3 +555,17 @@ async def test_bytes_on_an_idle_connection_are_never_handed_to_the_next_request(
     r = await client.get("/api/modules/crm/b")
     assert (r.status, await r.read()) == (200, b"two")
     assert up.accepted == 2
+
+
+async def test_response_trailers_are_never_relayed_as_headers(
+    raw_upstream: StartUpstream, gateway: Any
+) -> None:
+    chunked_with_trailers = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nOK\r\n0\r\n"
+        b"Set-Cookie: session=evil\r\nX-Trailer: yes\r\n\r\n"
+    )
+    up = await raw_upstream([chunked_with_trailers])
+    client, _ = await gateway(up.url)
+    r = await client.get("/api/modules/crm/a")
+    assert (r.status, await r.read()) == (200, b"OK")
+    assert "Set-Cookie" not in r.headers and "X-Trailer" not in r.headers
