@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+from proxy.auth.cors import VARY
 from proxy.errors import GatewayError
 from proxy.server.gateway import Gateway
 from proxy.server.pipeline import Pipeline
@@ -50,6 +51,8 @@ def build_public_server(pipeline: Pipeline, limits: ClientLimits | None = None) 
         pipeline.handle,
         limits=limits or ClientLimits(),
         observer=pipeline.observer,
+        # While CORS is on every response says Vary: Origin, the edge's own refusals too.
+        error_headers={"Vary": VARY} if pipeline.cors.enabled else {},
         # A client that goes away cancels its handler, which closes the upstream request.
         handler_cancellation=True,
         # Request bodies are forwarded as sent, compressed or not.

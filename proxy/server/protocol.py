@@ -329,7 +329,9 @@ class ClientConnection(RequestHandler):
             err = InternalError()
         # Fresh: nothing of a refused head is trusted, its X-Request-ID included.
         request_id = request_id_for(None)
-        response = error_response(err, request_id)
+        server = self._manager
+        assert isinstance(server, EdgeServer)
+        response = error_response(err, request_id, server.error_headers)
         response.force_close()
         peer = _peer(self.peername)
         if isinstance(exc, GatewayError | HttpProcessingError):
@@ -362,6 +364,7 @@ class EdgeServer(web.Server):
         *,
         limits: ClientLimits,
         observer: RequestObserver | None = None,
+        error_headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -373,6 +376,7 @@ class EdgeServer(web.Server):
         )
         self.limits = limits
         self.observer = observer
+        self.error_headers = error_headers or {}
         self.open_connections = 0
 
     def __call__(self) -> RequestHandler:

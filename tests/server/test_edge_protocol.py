@@ -164,6 +164,13 @@ async def test_refused_head_is_answered_in_the_error_shape(
     assert f"-> {status} {code} (request {body['request_id']})" in line.getMessage()
 
 
+@pytest.mark.parametrize("cors", [False, True])
+async def test_refused_head_says_vary_origin_while_cors_is_on(serve: Serve, cors: bool) -> None:
+    port = await serve(cors_origins=["https://app.example"] if cors else [])
+    _, response = await refused(port, b"GET /x HTTP/2.0\r\nHost: x\r\n\r\n")
+    assert response.header("Vary") == (["Origin"] if cors else [])
+
+
 async def test_refused_head_after_a_good_request_is_answered_in_order(serve: Serve) -> None:
     port = await serve()
     client = await RawClient.connect(port)
