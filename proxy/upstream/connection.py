@@ -45,7 +45,8 @@ class UpstreamProtocolError(ConnectionError):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "_buffered", "_chunks", "_drain_waiter", "_expecting", "_has_length", "_head_done",
+        "_bad_coding", "_buffered", "_chunks", "_drain_waiter", "_expecting", "_has_length",
+        "_head_done",
         "_informational",
         "_loop", "_no_body", "_on_close", "_parser", "_read_paused", "_waiter", "_write_paused",
         "closed", "complete", "content_length", "error", "has_connection", "headers",
@@ -83,6 +84,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = 0
         self._head_done = False
         self._has_length = False
+        self._bad_coding = False
         self._informational = False
         self._no_body = no_body
 
@@ -247,6 +249,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.content_length = int(value)  # llhttp has validated it
         elif lname == b"transfer-encoding":
             self._has_length = True
+            # Relayed de-chunked without its coding, a gzip body would reach the client
+            # unlabelled: only `chunked` alone is accepted from upstreams.
+            if value.strip().lower() != b"chunked":
+                self._bad_coding = True
         elif lname == b"connection":
             self.has_connection = True
 
@@ -260,6 +266,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._has_length = False
             self.has_connection = False
             self.content_length = None
+            return
+        if self._bad_coding:
+            self.fail(UpstreamProtocolError("upstream used a transfer coding other than chunked"))
             return
         self.status = status
         self._head_done = True

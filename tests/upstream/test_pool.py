@@ -569,3 +569,18 @@ async def test_response_trailers_are_never_relayed_as_headers(
     r = await client.get("/api/modules/crm/a")
     assert (r.status, await r.read()) == (200, b"OK")
     assert "Set-Cookie" not in r.headers and "X-Trailer" not in r.headers
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"gzip", b"chunked, chunked"])
+async def test_response_transfer_codings_other_than_chunked_are_502(
+    raw_upstream: StartUpstream, gateway: Any, coding: bytes
+) -> None:
+    """Relayed de-chunked without its coding, a gzip body would reach the client unlabelled."""
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n2\r\nOK\r\n0\r\n\r\n"
+    up = await raw_upstream([answer])
+    client, pool = await gateway(up.url)
+    r = await client.get("/api/modules/crm/a")
+    assert r.status == 502
+    assert (await r.json())["code"] == "upstream_unavailable"
+    await up.wait_ended(0)
+    assert pool.open_connections == 0
