@@ -21,6 +21,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.support.edge import StartUpstream
+from tests.support.raw_upstream import RawUpstream, Reply
+
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -89,3 +92,18 @@ async def upstream(aiohttp_server: Any) -> tuple[str, Any]:
     log = UpstreamLog()
     server = await aiohttp_server(build_upstream(log))
     return f"http://127.0.0.1:{server.port}", log
+
+
+@pytest.fixture
+async def raw_upstreams() -> AsyncIterator[StartUpstream]:
+    """`await raw_upstreams(*scripts, repeat=...)`: a RawUpstream, closed after the test."""
+    started: list[RawUpstream] = []
+
+    async def start(*scripts: list[Reply | bytes], repeat: Reply | bytes | None = None) -> Any:
+        upstream = await RawUpstream.start(*scripts, repeat=repeat)
+        started.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in started:
+        await upstream.close()

@@ -1,5 +1,6 @@
-"""Fixtures of the edge suite: raw-socket upstreams and gateways served as a worker serves them,
-all closed at the end of the test (gateways first, then the upstreams they were pooled to)."""
+"""Fixtures of the edge suite: gateways served as a worker serves them, stopped at the end of
+the test before the raw-socket upstreams they were pooled to (`raw_upstreams`, in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,22 +18,7 @@ from tests.support.edge import (
     edge_manifest,
     start_gateway,
 )
-from tests.support.raw_upstream import RawUpstream, Reply
-
-
-@pytest.fixture
-async def raw_upstreams() -> AsyncIterator[StartUpstream]:
-    """`await raw_upstreams(*scripts, repeat=...)`: a RawUpstream, closed after the test."""
-    started: list[RawUpstream] = []
-
-    async def start(*scripts: list[Reply | bytes], repeat: Reply | bytes | None = None) -> Any:
-        upstream = await RawUpstream.start(*scripts, repeat=repeat)
-        started.append(upstream)
-        return upstream
-
-    yield start
-    for upstream in started:
-        await upstream.close()
+from tests.support.raw_upstream import RawUpstream
 
 
 @pytest.fixture

@@ -28,21 +28,6 @@ StartUpstream = Callable[..., Awaitable[RawUpstream]]
 
 
 @pytest.fixture
-async def raw_upstream() -> AsyncIterator[StartUpstream]:
-    """Starts a scripted upstream (one script per connection); all are closed at teardown."""
-    started: list[RawUpstream] = []
-
-    async def start(*scripts: list[Reply | bytes]) -> RawUpstream:
-        upstream = await RawUpstream.start(*scripts)
-        started.append(upstream)
-        return upstream
-
-    yield start
-    for upstream in started:
-        await upstream.close()
-
-
-@pytest.fixture
 def gateway(aiohttp_client: Any, tmp_path: Any) -> Callable[..., Awaitable[tuple[Any, Any]]]:
     """A running in-process gateway whose module `crm` proxies every path to `base`: the test
     client and the gateway's upstream pool."""
@@ -84,9 +69,9 @@ async def _raw_request(port: int, request: bytes) -> bytes:
 
 
 async def test_sequential_requests_share_one_upstream_connection(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
-    up = await raw_upstream([response(b"one"), response(b"two"), response(b"three")])
+    up = await raw_upstreams([response(b"one"), response(b"two"), response(b"three")])
     client, pool = await gateway(up.url)
     for path, body in (("/a", b"one"), ("/b", b"two"), ("/c", b"three")):
         r = await client.get(f"/api/modules/crm{path}")
@@ -99,10 +84,10 @@ async def test_sequential_requests_share_one_upstream_connection(
 
 
 async def test_connection_close_from_upstream_is_not_reused(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     # The upstream says close but leaves the socket open: only the gateway can end it.
-    up = await raw_upstream(
+    up = await raw_upstreams(
         [response(b"one", headers=[("Connection", "close")])], [response(b"two")]
     )
     client, pool = await gateway(up.url)
@@ -118,9 +103,9 @@ async def test_connection_close_from_upstream_is_not_reused(
 
 
 async def test_idle_connection_is_closed_by_the_sweep(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
-    up = await raw_upstream([response(b"one")], [response(b"two")])
+    up = await raw_upstreams([response(b"one")], [response(b"two")])
     client, pool = await gateway(up.url, upstream_keepalive_seconds=0.2)
     r = await client.get("/api/modules/crm/a")
     assert (r.status, await r.read()) == (200, b"one")
@@ -138,10 +123,10 @@ async def test_idle_connection_is_closed_by_the_sweep(
 
 
 async def test_stale_connection_is_retried_on_a_new_one_for_a_get(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     # Connection 0 answers once, then reads the next request and closes without a byte back.
-    up = await raw_upstream([response(b"one"), HANG_UP], [response(b"two")])
+    up = await raw_upstreams([response(b"one"), HANG_UP], [response(b"two")])
     client, pool = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert (r.status, await r.read()) == (200, b"one")
@@ -154,9 +139,9 @@ async def test_stale_connection_is_retried_on_a_new_one_for_a_get(
 
 
 async def test_stale_connection_is_not_retried_with_a_body(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
-    up = await raw_upstream([response(b"one"), HANG_UP], [response(b"never")])
+    up = await raw_upstreams([response(b"one"), HANG_UP], [response(b"never")])
     client, pool = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert (r.status, await r.read()) == (200, b"one")
@@ -170,9 +155,9 @@ async def test_stale_connection_is_not_retried_with_a_body(
 
 
 async def test_stale_connection_is_not_retried_for_a_bodyless_post(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
-    up = await raw_upstream([response(b"one"), HANG_UP], [response(b"twice")])
+    up = await raw_upstreams([response(b"one"), HANG_UP], [response(b"twice")])
     client, _ = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert (r.status, await r.read()) == (200, b"one")
@@ -184,12 +169,12 @@ async def test_stale_connection_is_not_retried_for_a_bodyless_post(
 
 
 async def test_upstream_closing_right_after_a_response_is_not_an_error(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     # A complete keep-alive response, then FIN with no `Connection: close`. Whether the gateway
     # sees the FIN before the next request or only after reusing the connection, the GET
     # succeeds on a new connection.
-    up = await raw_upstream([Reply(response(b"one"), close=True)], [response(b"two")])
+    up = await raw_upstreams([Reply(response(b"one"), close=True)], [response(b"two")])
     client, _ = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert (r.status, await r.read()) == (200, b"one")
@@ -199,12 +184,12 @@ async def test_upstream_closing_right_after_a_response_is_not_an_error(
 
 
 async def test_stale_retry_uses_a_new_connection_not_another_idle_one(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     # Two idle connections that the upstream has both given up on (an upstream that restarted,
     # or closed its idle connections on its own keep-alive timeout).
     both = asyncio.Event()
-    up = await raw_upstream(
+    up = await raw_upstreams(
         [Reply(response(b"one"), hold=both), HANG_UP],
         [Reply(response(b"one"), hold=both), HANG_UP],
         [response(b"fresh")],
@@ -233,10 +218,10 @@ async def test_stale_retry_uses_a_new_connection_not_another_idle_one(
     ids=["100", "103", "100+103"],
 )
 async def test_interim_responses_are_skipped(
-    raw_upstream: StartUpstream, gateway: Any, interim: bytes
+    raw_upstreams: StartUpstream, gateway: Any, interim: bytes
 ) -> None:
     final = response(b"final", status="201 Created", headers=[("X-Final", "yes")])
-    up = await raw_upstream([interim + final, response(b"next")])
+    up = await raw_upstreams([interim + final, response(b"next")])
     client, _ = await gateway(up.url)
     r = await client.post("/api/modules/crm/a", data=b"x")
     assert r.status == 201
@@ -250,11 +235,11 @@ async def test_interim_responses_are_skipped(
 
 @pytest.mark.parametrize("size", [11, 300 * 1024], ids=["small", "past-high-water"])
 async def test_body_delimited_by_close_is_relayed_whole(
-    raw_upstream: StartUpstream, gateway: Any, size: int
+    raw_upstreams: StartUpstream, gateway: Any, size: int
 ) -> None:
     body = bytes(range(256)) * (size // 256) + b"end"
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n"
-    up = await raw_upstream([Reply(head + body, close=True)], [response(b"next")])
+    up = await raw_upstreams([Reply(head + body, close=True)], [response(b"next")])
     client, _ = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert r.status == 200
@@ -265,7 +250,7 @@ async def test_body_delimited_by_close_is_relayed_whole(
 
 
 async def test_chunked_response_is_relayed_and_the_connection_kept(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     big = b"c" * 100_000
     chunked = (
@@ -273,7 +258,7 @@ async def test_chunked_response_is_relayed_and_the_connection_kept(
         b"5\r\nhello\r\n6;ext=1\r\n world\r\n" + b"%x\r\n" % len(big) + big + b"\r\n"
         b"0\r\nX-Trailer: t\r\n\r\n"
     )
-    up = await raw_upstream([chunked, response(b"again")])
+    up = await raw_upstreams([chunked, response(b"again")])
     client, _ = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert r.status == 200
@@ -293,11 +278,11 @@ async def test_chunked_response_is_relayed_and_the_connection_kept(
     ids=["not-http", "bad-length", "length-and-chunked"],
 )
 async def test_invalid_response_is_502(
-    raw_upstream: StartUpstream, gateway: Any, garbage: bytes
+    raw_upstreams: StartUpstream, gateway: Any, garbage: bytes
 ) -> None:
     # The upstream keeps its socket open after the garbage: the parser has to be the one to end
     # the exchange (upstream_timeout would make it a 504).
-    up = await raw_upstream([garbage], [response(b"ok")])
+    up = await raw_upstreams([garbage], [response(b"ok")])
     client, pool = await gateway(up.url, upstream_timeout=10)
     r = await client.get("/api/modules/crm/a", headers=RID)
     assert r.status == 502
@@ -313,10 +298,10 @@ async def test_invalid_response_is_502(
 
 
 async def test_request_waits_for_the_busy_connection_at_the_limit(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     release = asyncio.Event()
-    up = await raw_upstream([Reply(response(b"slow"), hold=release), response(b"queued")])
+    up = await raw_upstreams([Reply(response(b"slow"), hold=release), response(b"queued")])
     client, pool = await gateway(up.url, upstream_max_connections=1)
     slow = asyncio.create_task(client.get("/api/modules/crm/slow"))
     await up.wait_requests(1)
@@ -336,10 +321,10 @@ async def test_request_waits_for_the_busy_connection_at_the_limit(
 
 
 async def test_wait_for_a_slot_is_bounded_by_the_connect_timeout(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     release = asyncio.Event()
-    up = await raw_upstream([Reply(response(b"slow"), hold=release), response(b"after")])
+    up = await raw_upstreams([Reply(response(b"slow"), hold=release), response(b"after")])
     client, pool = await gateway(up.url, upstream_max_connections=1, upstream_connect_timeout=0.5)
     slow = asyncio.create_task(client.get("/api/modules/crm/slow"))
     await up.wait_requests(1)
@@ -357,9 +342,9 @@ async def test_wait_for_a_slot_is_bounded_by_the_connect_timeout(
 
 
 async def test_a_waiter_cancelled_after_its_wake_up_passes_the_slot_on(
-    raw_upstream: StartUpstream,
+    raw_upstreams: StartUpstream,
 ) -> None:
-    up = await raw_upstream([], [])
+    up = await raw_upstreams([], [])
     pool = UpstreamPool(max_connections=1, keepalive_seconds=30, connect_timeout=2, timeout=30)
     endpoint = pool.endpoint(up.url)
     try:
@@ -430,9 +415,9 @@ def test_request_head_refuses_a_line_break_inside_a_line(line: bytes) -> None:
 
 
 async def test_userinfo_becomes_basic_auth_and_replaces_the_clients(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
-    up = await raw_upstream([response(b"ok")])
+    up = await raw_upstreams([response(b"ok")])
     client, _ = await gateway(f"http://user:pa%20ss@127.0.0.1:{up.port}")
     # A scheme the gateway does not verify itself (Bearer would be checked as a JWT).
     client_auth = {"Authorization": "Basic Y2xpZW50OmNsaWVudA=="}
@@ -445,9 +430,9 @@ async def test_userinfo_becomes_basic_auth_and_replaces_the_clients(
 
 
 async def test_userinfo_password_stays_out_of_metrics_and_logs(
-    raw_upstream: StartUpstream, gateway: Any, caplog: pytest.LogCaptureFixture
+    raw_upstreams: StartUpstream, gateway: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    up = await raw_upstream()  # every connection is dropped unanswered
+    up = await raw_upstreams()  # every connection is dropped unanswered
     client, _ = await gateway(f"http://user:s3cr3t-pw@127.0.0.1:{up.port}")
     with caplog.at_level(logging.WARNING, logger="modgate.upstream"):
         r = await client.get("/api/modules/crm/a")
@@ -458,9 +443,9 @@ async def test_userinfo_password_stays_out_of_metrics_and_logs(
 
 
 async def test_bodyless_requests_are_framed_by_method(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
-    up = await raw_upstream([response(b"ok")] * 5)
+    up = await raw_upstreams([response(b"ok")] * 5)
     client, _ = await gateway(up.url)
     # Neither Content-Length nor Transfer-Encoding from the client: the gateway frames it.
     for method in (b"POST", b"PUT", b"DELETE", b"GET"):
@@ -487,9 +472,9 @@ async def test_bodyless_requests_are_framed_by_method(
 
 
 async def test_chunked_request_body_arrives_whole_and_chunked(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
-    up = await raw_upstream([response(b"ok")])
+    up = await raw_upstreams([response(b"ok")])
     client, _ = await gateway(up.url, max_body_bytes=0)
     parts = [b"first,", b"x" * 200_000, b"", b",last"]
 
@@ -511,9 +496,9 @@ async def test_chunked_request_body_arrives_whole_and_chunked(
 
 
 async def test_a_second_response_glued_to_the_first_closes_the_connection(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
-    up = await raw_upstream(
+    up = await raw_upstreams(
         [response(b"one") + response(b"smuggled", headers=[("X-Evil", "1")])],
         [response(b"two")],
     )
@@ -529,10 +514,10 @@ async def test_a_second_response_glued_to_the_first_closes_the_connection(
 
 
 async def test_surplus_body_bytes_close_the_connection(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     # Content-Length says 3; the 4th byte onward is nobody's.
-    up = await raw_upstream([response(b"one") + b"XHTTP/1.1 200 OK\r\n\r\n"], [response(b"two")])
+    up = await raw_upstreams([response(b"one") + b"XHTTP/1.1 200 OK\r\n\r\n"], [response(b"two")])
     client, _ = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert (r.status, await r.read()) == (200, b"one")
@@ -542,9 +527,9 @@ async def test_surplus_body_bytes_close_the_connection(
 
 
 async def test_bytes_on_an_idle_connection_are_never_handed_to_the_next_request(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
-    up = await raw_upstream([response(b"one")], [response(b"two")])
+    up = await raw_upstreams([response(b"one")], [response(b"two")])
     client, pool = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert (r.status, await r.read()) == (200, b"one")
@@ -558,13 +543,13 @@ async def test_bytes_on_an_idle_connection_are_never_handed_to_the_next_request(
 
 
 async def test_response_trailers_are_never_relayed_as_headers(
-    raw_upstream: StartUpstream, gateway: Any
+    raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     chunked_with_trailers = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nOK\r\n0\r\n"
         b"Set-Cookie: session=evil\r\nX-Trailer: yes\r\n\r\n"
     )
-    up = await raw_upstream([chunked_with_trailers])
+    up = await raw_upstreams([chunked_with_trailers])
     client, _ = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert (r.status, await r.read()) == (200, b"OK")
@@ -573,11 +558,11 @@ async def test_response_trailers_are_never_relayed_as_headers(
 
 @pytest.mark.parametrize("coding", [b"gzip, chunked", b"gzip", b"chunked, chunked"])
 async def test_response_transfer_codings_other_than_chunked_are_502(
-    raw_upstream: StartUpstream, gateway: Any, coding: bytes
+    raw_upstreams: StartUpstream, gateway: Any, coding: bytes
 ) -> None:
     """Relayed de-chunked without its coding, a gzip body would reach the client unlabelled."""
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n2\r\nOK\r\n0\r\n\r\n"
-    up = await raw_upstream([answer])
+    up = await raw_upstreams([answer])
     client, pool = await gateway(up.url)
     r = await client.get("/api/modules/crm/a")
     assert r.status == 502
