@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test tools bench bench-smoke check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability bench-pool bench-cpu clean
+.PHONY: run test tools bench bench-smoke chaos chaos-smoke check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability bench-pool bench-cpu clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,6 +44,14 @@ bench: $(STAMP)  ## side by side with nginx and bare aiohttp, p99 at half peak, 
 # CI runs this: it fails when something is broken, never because a speed target is missed.
 bench-smoke: $(STAMP)  ## the same, short (under a minute)
 	$(PY) bench/run.py --smoke
+
+# Faults injected into real processes under load (private Postgres, Redis, nginx, executor);
+# fails only when something is broken, never because a target is missed.
+chaos: $(STAMP)  ## Redis, Postgres, handler pool, upstream and worker faults under load
+	$(PY) bench/chaos.py
+
+chaos-smoke: $(STAMP)  ## the same, short faults (CI)
+	$(PY) bench/chaos.py --short
 
 bench-matcher: $(STAMP)  ## route match cost at 10, 10k and 100k routes
 	$(PY) bench/matcher_bench.py
