@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test tools bench bench-smoke chaos chaos-smoke check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability bench-pool bench-cpu clean
+.PHONY: run test tools bench bench-smoke chaos chaos-smoke check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability bench-pool bench-pool-fairness bench-cpu clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -70,6 +70,9 @@ bench-cpu: $(STAMP)  ## CPU µs per request at a fixed rate; variants: bench/cpu
 
 bench-pool: $(STAMP)  ## per-call overhead of the handler pool (modgate executor; needs wrk)
 	$(PY) bench/pool_bench.py
+
+bench-pool-fairness: $(STAMP)  ## module B's latency while module A's handlers loop forever
+	$(PY) bench/pool_fairness.py
 
 bench-propagation: $(STAMP)  ## commit-to-live latency across gateway processes (needs Postgres)
 	$(PY) bench/propagation_bench.py

@@ -69,7 +69,7 @@ async def observe_cost(n: int = 50_000) -> list[tuple[str, float]]:
     info.table, info.route = table, table.match("/c/7", "GET").payload
     info.principal, info.module_path = Principal("none", Grants(["read:*"])), "/c/7"
 
-    async def discard(rows: list[Any]) -> None:
+    async def discard(batch: Any) -> None:
         return None
 
     with open(os.devnull, "wb") as devnull:

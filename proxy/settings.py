@@ -87,7 +87,7 @@ def _parse_address(value: object) -> str:
     return value.strip()  # kept as written; Settings derives host and port from it
 
 
-def _integer(minimum: int) -> Rule:
+def _integer(minimum: int, *, optional: bool = False) -> Rule:
     def parse(value: object) -> int:
         if isinstance(value, str):
             value = int(value)
@@ -95,7 +95,7 @@ def _integer(minimum: int) -> Rule:
             raise ValueError(value)
         return value
 
-    return Rule(parse, f"an integer >= {minimum}")
+    return Rule(parse, f"an integer >= {minimum}", optional=optional)
 
 
 def _number(minimum: float, *, inclusive: bool) -> Rule:
@@ -279,24 +279,33 @@ FIELDS: tuple[SettingField, ...] = (
                  "per-minute limit for callers and routes that set none (JWT users, anonymous)"),
     SettingField("default_rate_limit_per_day", _integer(0), 0,
                  "daily quota for callers whose key sets none (0 = no quota)"),
-    SettingField("redis_timeout_seconds", _number(0, inclusive=False), 0.005,
-                 "budget of one Redis rate-limit call; past it the failure policy decides"),
+    SettingField("redis_timeout_seconds", _number(0, inclusive=False), 0.25,
+                 "budget of one Redis rate-limit call, from queued to answered (connections are"
+                 " opened ahead); past it the failure policy decides that request"),
     SettingField("redis_failure_policy", _choice("local", "open", "closed"), "local",
                  "when Redis fails: local (in-process buckets), open (admit), closed (503)"),
     SettingField("rate_limit_replicas", _integer(1), 1,
-                 "gateway replicas; the local fallback gives each limit / replicas"),
+                 "gateway replicas; the local fallback gives each worker process"
+                 " limit / (replicas x workers)"),
     SettingField("redis_circuit_failures", _integer(1), 3,
                  "consecutive Redis failures that open the circuit (no more calls until a probe)"),
+    SettingField("redis_circuit_window_seconds", _number(0, inclusive=True), 0.5,
+                 "least time those consecutive failures must span to open the circuit (a burst,"
+                 " such as one slow reply failing every call in flight, opens nothing)"),
     SettingField("redis_circuit_cooldown_seconds", _number(0, inclusive=False), 1.0,
                  "how often an open circuit lets one call probe Redis"),
     SettingField("local_buckets_max", _integer(1), 100_000,
-                 "in-process buckets kept (least recently used evicted)"),
+                 "in-process buckets kept, with Redis the mirror the local fallback continues"
+                 " from (least recently used evicted)"),
     SettingField("access_log", _BOOLEAN, True,
                  "one JSON line per request on stdout (request id, module, route, status, ...)"),
     SettingField("request_log_enabled", _BOOLEAN, True,
                  "write every request to module_api_logs (Postgres mode), in batches"),
-    SettingField("request_log_queue_size", _integer(1), 10_000,
-                 "request log rows held in memory; past it rows are dropped and counted"),
+    SettingField("request_log_queue_size", _integer(1), 100_000,
+                 "request log rows held in memory, queued or kept while Postgres is down (100 s"
+                 " at 1,000 req/s); past it rows are dropped and counted"),
+    SettingField("request_log_queue_bytes", _integer(1), 64 * 1024 * 1024,
+                 "memory those rows may hold (estimated); past it rows are dropped and counted"),
     SettingField("request_log_flush_seconds", _number(0, inclusive=False), 0.25,
                  "how often queued request log rows are written"),
     SettingField("request_log_batch_rows", _integer(1), 1000,
@@ -309,14 +318,19 @@ FIELDS: tuple[SettingField, ...] = (
                  "shared secret the gateway sends and the executor requires (unset: none)"),
     SettingField("executor_listen", _ADDRESS, "127.0.0.1:8090",
                  "where `modgate executor` listens (its /metrics, /healthz, /readyz too)"),
-    SettingField("executor_workers", _integer(1), 2,
-                 "executor worker processes, each with its own V8 isolates"),
+    SettingField("executor_workers", _integer(1, optional=True), None,
+                 "executor worker processes, each with its own V8 isolates (unset: one per CPU"
+                 " the process may use: affinity, bounded by a cgroup CPU limit)"),
     SettingField("executor_timeout_seconds", _number(0, inclusive=False), 5.0,
-                 "time limit of one handler call; past it the call is stopped (504)"),
+                 "time limit of one handler call from its arrival, waiting for a slot"
+                 " included; past it the call is stopped (504)"),
     SettingField("executor_memory_mb", _integer(8), 64,
                  "heap cap of each isolate; a handler past it is stopped (500)"),
     SettingField("executor_concurrency", _integer(1), 32,
                  "handler calls in progress per executor worker"),
+    SettingField("executor_module_concurrency", _integer(1), 2,
+                 "handler calls of one module in progress per executor worker; more wait"
+                 " (503 module_busy once the queue is full or at the deadline)"),
     SettingField("executor_queue_size", _integer(0), 256,
                  "calls waiting per executor worker; past it the executor answers 503"),
     SettingField("executor_max_isolates", _integer(1), 64,
@@ -388,21 +402,24 @@ class Settings:
     redis_failure_policy: Literal["local", "open", "closed"]
     rate_limit_replicas: int
     redis_circuit_failures: int
+    redis_circuit_window_seconds: float
     redis_circuit_cooldown_seconds: float
     local_buckets_max: int
     access_log: bool
     request_log_enabled: bool
     request_log_queue_size: int
+    request_log_queue_bytes: int
     request_log_flush_seconds: float
     request_log_batch_rows: int
     log_retention_days: int
     executor_url: str | None
     executor_token: str | None
     executor_listen: str
-    executor_workers: int
+    executor_workers: int | None
     executor_timeout_seconds: float
     executor_memory_mb: int
     executor_concurrency: int
+    executor_module_concurrency: int
     executor_queue_size: int
     executor_max_isolates: int
     executor_max_response_bytes: int

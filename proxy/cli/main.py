@@ -39,7 +39,10 @@ def _settings_args(parser: argparse.ArgumentParser, *keys: str) -> None:
         "sidecar_module": ("ID", "the module a sidecar serves on every path"),
         "log_level": ("LEVEL", "debug, info, warning or error"),
         "executor_listen": ("HOST:PORT", "where the executor listens (MODGATE_EXECUTOR_LISTEN)"),
-        "executor_workers": ("N", "executor worker processes (MODGATE_EXECUTOR_WORKERS)"),
+        "executor_workers": (
+            "N",
+            "executor worker processes (MODGATE_EXECUTOR_WORKERS; default: one per usable CPU)",
+        ),
     }
     for key in keys:
         metavar, help_text = helps[key]
@@ -81,15 +84,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_executor(args: argparse.Namespace) -> int:
     settings = _load(args, "executor_listen", "executor_workers", "database_url", "log_level")
+    from proxy.executor.cpus import usable_cpus
     from proxy.executor.worker import executor_worker_main, run_executor
 
-    if settings.executor_workers == 1:
+    workers = settings.executor_workers or usable_cpus()
+    if workers == 1:
         return run_executor(settings)
     from proxy.observability.logging import configure_logging
     from proxy.server.supervisor import Supervisor
 
     configure_logging(settings.log_level, settings.log_format)
-    return Supervisor(settings, target=executor_worker_main, count=settings.executor_workers).run()
+    return Supervisor(settings, target=executor_worker_main, count=workers).run()
 
 
 def _database_url(settings: Settings) -> str:

@@ -9,11 +9,14 @@ JS), and its failures become the error shape:
     timeout -> 504 handler_timeout      memory -> 500 handler_memory_exceeded
     syntax  -> 500 handler_invalid      thrown -> 404 not_found (supabase PGRST116, no rows),
     bad_result / crashed -> 500         400 bad_request (data errors 22xxx/23xxx), 500 otherwise
-    queue full -> 503 executor_busy
+    worker full -> 503 executor_busy       module at its cap -> 503 module_busy
 
-Back-pressure: at most `executor_concurrency` calls run per worker and `executor_queue_size`
-wait; past that a call is refused at once with 503, so an overloaded pool sheds load instead of
-building an unbounded queue.
+Back-pressure and fairness (admission.py): at most `executor_concurrency` calls run per worker,
+at most `executor_module_concurrency` of them for one module, and `executor_queue_size` wait;
+past that a call is refused at once with 503, so an overloaded pool sheds load instead of
+building an unbounded queue, and a module whose handlers loop forever holds only its own
+share. A call's deadline (`executor_timeout_seconds`) runs from its arrival: waiting for a slot
+counts, and a call still waiting at its deadline is refused with 503 (it never ran).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from proxy.executor.admission import Admission, PoolBusy
 from proxy.executor.client import TOKEN_HEADER
 from proxy.executor.data_access import execute_query
 from proxy.executor.db_client_js import DB_CLIENT_JS
@@ -54,8 +58,11 @@ class Executor:
             max_isolates=settings.executor_max_isolates,
             db_client_js=DB_CLIENT_JS,
         )
-        self._slots = asyncio.Semaphore(settings.executor_concurrency)
-        self._waiting = 0
+        self.admission = Admission(
+            concurrency=settings.executor_concurrency,
+            module_concurrency=settings.executor_module_concurrency,
+            queue_size=settings.executor_queue_size,
+        )
         self.pool: Any = None
 
     async def start(self) -> None:
@@ -78,27 +85,26 @@ class Executor:
 
     async def execute(self, payload: dict[str, Any]) -> tuple[int, Any]:
         """The HTTP status and JSON body for one call."""
-        if self._slots.locked() and self._waiting >= self.settings.executor_queue_size:
-            metrics.EXECUTOR_CALLS.labels(outcome="rejected").inc()
-            return 503, _error("The handler pool is busy", "executor_busy")
         started = time.perf_counter()
-        self._waiting += 1
-        metrics.EXECUTOR_WAITING.inc()
+        module_id = str(payload["module_id"])
+        deadline = asyncio.get_running_loop().time() + self.settings.executor_timeout_seconds
         try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-            metrics.EXECUTOR_WAITING.dec()
+            slots = await self.admission.acquire(module_id, deadline)
+        except PoolBusy as busy:
+            outcome = "module_busy" if busy.code == "module_busy" else "rejected"
+            metrics.EXECUTOR_CALLS.labels(outcome=outcome).inc()
+            return busy.status, _error(busy.message, busy.code)
         metrics.EXECUTOR_IN_PROGRESS.inc()
         try:
-            return await self._run(payload)
+            return await self._run(module_id, payload, deadline)
         finally:
-            self._slots.release()
+            self.admission.release(slots)
             metrics.EXECUTOR_IN_PROGRESS.dec()
             metrics.EXECUTOR_DURATION.observe(time.perf_counter() - started)
 
-    async def _run(self, payload: dict[str, Any]) -> tuple[int, Any]:
-        module_id = str(payload["module_id"])
+    async def _run(
+        self, module_id: str, payload: dict[str, Any], deadline: float
+    ) -> tuple[int, Any]:
         site_id = payload.get("site_id")
         ctx = {
             "params": payload.get("params") or {},
@@ -119,6 +125,7 @@ class Executor:
                 code=str(payload["code"]),
                 ctx=ctx,
                 db=db,
+                deadline=deadline,
             )
         except HandlerError as exc:
             metrics.EXECUTOR_CALLS.labels(outcome=exc.kind).inc()

@@ -104,6 +104,12 @@ REDIS_ERRORS = Counter(
     "Failed Redis rate-limit calls by kind (timeout, error).",
     ["kind"],
 )
+REDIS_CALL_SECONDS = Histogram(
+    "modgate_redis_call_seconds",
+    "Rate-limit calls to Redis, from queued to answered (one per batch, its oldest call):\n"
+    "what redis_timeout_seconds is compared with.",
+    buckets=(0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
 
 # -- auth and limits -------------------------------------------------------------------------
 KEY_LOOKUPS = Counter(
@@ -119,11 +125,13 @@ AUTH_FAILURES = Counter(
 )
 USAGE_DROPPED = Counter(
     "modgate_key_usage_dropped_total",
-    "Key usage counts dropped because too many distinct keys were pending a write.",
+    "Key usage counts (requests) dropped: too_many_keys (too many distinct keys were pending a\n"
+    "write) or shutdown (not written by the end of the shutdown grace).",
+    ["reason"],
 )
 USAGE_FLUSH_FAILURES = Counter(
     "modgate_key_usage_flush_failures_total",
-    "Batched key usage writes that failed (the counts are kept for the next flush).",
+    "Batched key usage writes that failed (the counts are kept and retried with backoff).",
 )
 RATELIMIT_DECISIONS = Counter(
     "modgate_ratelimit_decisions_total",
@@ -135,7 +143,7 @@ RATELIMIT_DECISIONS = Counter(
 # -- request log -------------------------------------------------------------------------------
 LOG_QUEUE_DEPTH = Gauge(
     "modgate_request_log_queue_depth",
-    "Request log rows waiting to be written to module_api_logs.",
+    "Request log rows waiting to be written to module_api_logs (queued or being retried).",
     multiprocess_mode="livesum",
 )
 LOG_WRITTEN = Counter(
@@ -143,14 +151,18 @@ LOG_WRITTEN = Counter(
 )
 LOG_DROPPED = Counter(
     "modgate_request_log_dropped_total",
-    "Request log rows lost: queue_full (the queue was full) or write_failed (Postgres failed).",
+    "Request log rows lost: queue_full (the queue was full: Postgres slow, or down longer than\n"
+    "the queue holds), write_failed (Postgres refused the rows) or shutdown (not written by the\n"
+    "end of the shutdown grace).",
     ["reason"],
 )
 
 # Series with known label values exist from the start at 0, so `increase()` sees the first
 # failure instead of a series appearing out of nowhere.
-for _reason in ("queue_full", "write_failed"):
+for _reason in ("queue_full", "write_failed", "shutdown"):
     LOG_DROPPED.labels(reason=_reason)
+for _reason in ("too_many_keys", "shutdown"):
+    USAGE_DROPPED.labels(reason=_reason)
 for _kind in ("timeout", "error"):
     REDIS_ERRORS.labels(kind=_kind)
 for _phase in ("header", "body"):
@@ -160,7 +172,8 @@ for _phase in ("header", "body"):
 EXECUTOR_CALLS = Counter(
     "modgate_executor_calls_total",
     "Handler calls in the executor by outcome: ok, thrown, timeout, memory, syntax, bad_result,\n"
-    "crashed, rejected (queue full), invalid (bad request).",
+    "crashed, rejected (worker busy: queue full or deadline while waiting), module_busy (the\n"
+    "module at executor_module_concurrency, likewise), invalid (bad request), unauthorized.",
     ["outcome"],
 )
 EXECUTOR_DURATION = Histogram(

@@ -1,8 +1,13 @@
 """A circuit breaker for the Redis limiter, with an injected clock.
 
-closed: every call goes to Redis. After `failures` consecutive failures it opens: no call goes
-to Redis (so a dead or slow Redis costs no per-request timeout) and the failure policy decides.
-Every `cooldown` seconds one call is let through as a probe; its success closes the circuit.
+closed: every call goes to Redis. It opens when Redis is really failing: `failures` failures in
+a row that span at least `window` seconds, with no success in between. One slow reply, or one
+stall that fails every call in flight at once, is not that: a burst of failures inside the
+window opens nothing, so a busy host does not turn a healthy Redis into a fallback. It also
+opens at once on `trip` (no connection to Redis could be opened at all).
+open: no call goes to Redis (so a dead or slow Redis costs no per-request timeout) and the
+failure policy decides. Every `cooldown` seconds one call is let through as a probe; its
+success closes the circuit.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ log = logging.getLogger("modgate.ratelimit")
 
 
 class CircuitBreaker:
-    __slots__ = ("_clock", "_failures", "_next_probe", "_probing", "cooldown", "open",
-                 "policy", "threshold")  # fmt: skip
+    __slots__ = ("_clock", "_failures", "_first_failure", "_next_probe", "_probing", "cooldown",
+                 "open", "policy", "threshold", "window")  # fmt: skip
 
     def __init__(
         self,
@@ -26,13 +31,16 @@ class CircuitBreaker:
         failures: int,
         cooldown: float,
         policy: str,
+        window: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threshold = failures
+        self.window = window
         self.cooldown = cooldown
         self.policy = policy
         self._clock = clock
         self._failures = 0
+        self._first_failure = 0.0
         self.open = False
         self._probing = False
         self._next_probe = 0.0
@@ -59,19 +67,34 @@ class CircuitBreaker:
         self._probing = False
 
     def failure(self, reason: str) -> None:
+        now = self._clock()
+        if self._failures == 0:
+            self._first_failure = now
         self._failures += 1
         self._probing = False
         if self.open:
-            self._next_probe = self._clock() + self.cooldown
-        elif self._failures >= self.threshold:
-            self.open = True
-            self._next_probe = self._clock() + self.cooldown
-            metrics.RATELIMIT_FALLBACK.set(1)
-            log.error(
-                "Redis rate limiter failing (%s): failure policy %r in force until it answers",
-                reason,
-                self.policy,
-            )
+            self._next_probe = now + self.cooldown
+        elif self._failures >= self.threshold and now - self._first_failure >= self.window:
+            self._open(reason)
+
+    def trip(self, reason: str) -> None:
+        """Open now: Redis is known to be unreachable (no connection could be opened)."""
+        if self._failures == 0:
+            self._first_failure = self._clock()
+        self._failures = max(self._failures, 1)
+        if not self.open:
+            self._open(reason)
+
+    def _open(self, reason: str) -> None:
+        self.open = True
+        self._next_probe = self._clock() + self.cooldown
+        metrics.RATELIMIT_FALLBACK.set(1)
+        log.error(
+            "Redis rate limiter failing (%s): failure policy %r in force until it answers",
+            reason,
+            self.policy,
+        )
 
     def __repr__(self) -> str:
-        return f"<CircuitBreaker {'open' if self.open else 'closed'} failures={self._failures}>"
+        state = "open" if self.open else "closed"
+        return f"<CircuitBreaker {state} failures={self._failures} window={self.window}s>"

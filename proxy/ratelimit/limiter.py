@@ -6,11 +6,23 @@ Strategy:
   `default_rate_limit_per_day` (0 = none). The daily quota resets at 00:00 UTC.
 - Caller: the API key, else the JWT's user, else the client address; one bucket per caller and
   module.
-- Decider: Redis when configured, one EVALSHA within `redis_timeout_seconds` (enforced by the
-  Redis limiter per pipelined batch); behind a circuit
-  breaker, so once Redis is known to fail no request waits on it and the failure policy decides:
-  `local` (in-process buckets, each limit divided by `rate_limit_replicas`), `open` (admit,
-  no headers), `closed` (503). With no Redis the in-process buckets are the decider.
+- Decider: Redis when configured, one EVALSHA on a connection opened before the gateway turned
+  ready, answered within `redis_timeout_seconds` (the budget: it measures Redis's reply, never
+  connection setup; its default comes from measurements, see the README). A call that fails
+  or runs past its budget is decided by the failure policy at once: `local` (this process's
+  share of the bucket Redis last reported, see local_limiter.py), `open` (admit, no headers),
+  `closed` (503).
+- One slow call, before the circuit opens: the failure policy decides that request; under
+  `local` it spends this process's share of the mirrored bucket, never a fresh bucket, and the
+  admission is charged to Redis when it answers again (so a call Redis did run counts twice:
+  conservative). Bound: between two Redis replies for a bucket a process admits at most its
+  share of what the last one left, plus its share of the refill; with `rate_limit_replicas` x
+  `workers` equal to the gateway processes, the fleet admits at most one limit more than one
+  gateway would during a failure (README: "The bound").
+- Circuit breaker: once Redis is really failing (`redis_circuit_failures` failures in a row
+  over at least `redis_circuit_window_seconds`, or no connection could be opened) no request
+  waits on it; every `redis_circuit_cooldown_seconds` one call probes it.
+- With no Redis the in-process buckets are the decider.
 """
 
 from __future__ import annotations
@@ -43,8 +55,7 @@ _MAX_CALLER_LENGTH = 128
 
 
 class RateLimiter:
-    __slots__ = ("breaker", "default_per_day", "default_per_minute", "local", "policy", "redis",
-                 "replicas")  # fmt: skip
+    __slots__ = ("breaker", "default_per_day", "default_per_minute", "local", "policy", "redis")
 
     def __init__(
         self,
@@ -53,7 +64,6 @@ class RateLimiter:
         redis: RedisLimiter | None = None,
         breaker: CircuitBreaker | None = None,
         policy: str = "local",
-        replicas: int = 1,
         default_per_minute: int = 60,
         default_per_day: int = 0,
     ) -> None:
@@ -61,9 +71,18 @@ class RateLimiter:
         self.redis = redis
         self.breaker = breaker or CircuitBreaker(failures=3, cooldown=1.0, policy=policy)
         self.policy = policy
-        self.replicas = replicas
         self.default_per_minute = default_per_minute
         self.default_per_day = default_per_day
+
+    async def start(self) -> None:
+        """Open Redis's connections (before the gateway turns ready); unreachable opens the
+        circuit at once, and they are opened in the background."""
+        if self.redis is not None and not await self.redis.start():
+            self.breaker.trip("cannot connect")
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.close()
 
     async def check(
         self,
@@ -113,10 +132,9 @@ class RateLimiter:
             return None
         if self.policy == "closed":
             raise ServiceUnavailable("Rate limiting is unavailable")
-        # Each replica enforces its share, so the fleet stays near the limit without Redis.
-        share_minute = max(1, per_minute // self.replicas)
-        share_day = max(1, per_day // self.replicas) if per_day > 0 else 0
-        return self._count(self.local.hit_now(bucket, share_minute, share_day), "local")
+        # This process's share of the bucket Redis last reported, so the fleet stays near the
+        # limit without Redis; what it admits is charged to Redis when it answers again.
+        return self._count(self.local.fallback(bucket, per_minute, per_day), "local")
 
     @staticmethod
     def _count(decision: Decision, backend: str) -> Decision:

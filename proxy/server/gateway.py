@@ -3,7 +3,8 @@ them, the authenticator, and the upstream session."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, Final
 
 import aiohttp
 
@@ -28,6 +29,10 @@ from proxy.store.pg_source import PostgresSource
 from proxy.store.source import Source
 from proxy.upstream.client import create_executor_pool, create_pool, create_session
 from proxy.upstream.pool import UpstreamPool
+
+# The request log and key usage get at least this long to be written at stop, even when the
+# drain used the whole shutdown grace (the chart's terminationGracePeriodSeconds has room).
+FLUSH_FLOOR_SECONDS: Final = 1.0
 
 
 def source_for(settings: Settings, registry: RouteRegistry, keys: KeyDirectory) -> Source:
@@ -90,8 +95,9 @@ class Gateway:
             execute = self.source.execute
             if settings.request_log_enabled:
                 self.request_log = RequestLog(
-                    lambda rows: execute(lambda conn: write_logs(conn, rows)),
+                    lambda batch: execute(lambda conn: write_logs(conn, batch.rows, batch.attempt)),
                     queue_size=settings.request_log_queue_size,
+                    queue_bytes=settings.request_log_queue_bytes,
                     flush_seconds=settings.request_log_flush_seconds,
                     batch_rows=settings.request_log_batch_rows,
                 )
@@ -117,6 +123,8 @@ class Gateway:
         if not self.registry.loaded:
             return "route tables not loaded yet"
         limiter = self.limiter
+        if limiter is not None and limiter.redis is not None and not limiter.redis.started:
+            return "Redis connections not opened yet"
         if limiter is not None and limiter.policy == "closed" and limiter.breaker.open:
             return "Redis is failing and redis_failure_policy is closed"
         return None
@@ -149,6 +157,8 @@ class Gateway:
             )
         self.limiter = self._rate_limiter()
         try:
+            if self.limiter is not None:  # Redis connected and its script loaded before ready
+                await self.limiter.start()
             await self.source.start()
             if jwt is not None:
                 await jwt.start()
@@ -164,19 +174,28 @@ class Gateway:
             await self.stop()
             raise
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
+        """Close everything; the request log and key usage are written first, retried until
+        `deadline` (event-loop time; the worker passes SIGTERM + shutdown_grace_seconds; None:
+        that long from now), and given at least FLUSH_FLOOR_SECONDS whatever the drain took."""
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self.settings.shutdown_grace_seconds
+        deadline = max(deadline, loop.time() + FLUSH_FLOOR_SECONDS)
         # Loggers first: their last rows and counts are written while the pool is still open.
         if self.access_log is not None:
             await self.access_log.stop()
         if self.pruner is not None:
             await self.pruner.stop()
-        if self.request_log is not None:
-            await self.request_log.stop()
-        if self.usage is not None:
-            await self.usage.stop()  # flushes the last counts while the pool is still open
+        flushes = [
+            logger.stop(deadline) for logger in (self.request_log, self.usage) if logger is not None
+        ]
+        await asyncio.gather(*flushes)
         if self.authenticator is not None and self.authenticator.jwt is not None:
             await self.authenticator.jwt.stop()
         await self.source.stop()
+        if self.limiter is not None:
+            await self.limiter.close()
         if self._redis is not None:
             await self._redis.aclose()
         if self.session is not None:
@@ -190,22 +209,27 @@ class Gateway:
         settings = self.settings
         if not settings.rate_limit_enabled:
             return None
+        # Every worker process keeps its own buckets: the fallback's share is per process.
+        local = LocalLimiter(
+            capacity=settings.local_buckets_max,
+            replicas=settings.rate_limit_replicas * settings.workers,
+        )
         redis = None
         if settings.redis_url:
             self._redis = create_redis_client(
                 settings.redis_url, timeout=settings.redis_timeout_seconds
             )
-            redis = RedisLimiter(self._redis, timeout=settings.redis_timeout_seconds)
+            redis = RedisLimiter(self._redis, timeout=settings.redis_timeout_seconds, mirror=local)
         return RateLimiter(
-            local=LocalLimiter(capacity=settings.local_buckets_max),
+            local=local,
             redis=redis,
             breaker=CircuitBreaker(
                 failures=settings.redis_circuit_failures,
+                window=settings.redis_circuit_window_seconds,
                 cooldown=settings.redis_circuit_cooldown_seconds,
                 policy=settings.redis_failure_policy,
             ),
             policy=settings.redis_failure_policy,
-            replicas=settings.rate_limit_replicas,
             default_per_minute=settings.default_rate_limit_per_minute,
             default_per_day=settings.default_rate_limit_per_day,
         )

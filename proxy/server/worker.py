@@ -2,6 +2,8 @@
 
 Drain: on SIGTERM/SIGINT the worker reports not-ready, stops accepting new connections,
 lets in-flight requests finish for up to `shutdown_grace_seconds`, then closes what is left.
+The request log and key usage are written within the same grace (at least 1 s of it is left for
+them, proxy/server/gateway.py); what they cannot write by then is counted as dropped.
 SIGHUP reloads the route tables.
 """
 
@@ -24,6 +26,8 @@ log = logging.getLogger("modgate.server")
 
 EXIT_OK = 0
 EXIT_FATAL = 2  # misconfiguration or port in use: restarting the worker will not help
+# How long a worker beside others waits to be ready before it listens on the public port.
+STARTUP_WAIT_SECONDS = 30.0
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
@@ -42,10 +46,12 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
         await public.setup()
         await admin.setup()
         host, port = settings.listen_host, settings.listen_port
-        await web.TCPSite(public, host, port, reuse_port=reuse_port, backlog=1024).start()
         await web.TCPSite(
             admin, settings.admin_host, settings.admin_port, reuse_port=reuse_port
         ).start()
+        if reuse_port:
+            await _until_ready(gateway, STARTUP_WAIT_SECONDS)
+        await web.TCPSite(public, host, port, reuse_port=reuse_port, backlog=1024).start()
     except ConfigError as exc:
         log.error("%s", exc)
         await _cleanup(gateway, public, admin)
@@ -71,18 +77,40 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     )
     await stop.wait()
     gateway.draining = True
+    # One grace for both: in-flight requests first, then the rows and counts they left queued.
+    deadline = loop.time() + settings.shutdown_grace_seconds
     log.info("draining in-flight requests (up to %.1fs)", settings.shutdown_grace_seconds)
-    await _cleanup(gateway, public, admin)
+    await _cleanup(gateway, public, admin, deadline)
     log.info("stopped")
     return EXIT_OK
 
 
-async def _cleanup(gateway: Gateway, public: web.ServerRunner | None, admin: web.AppRunner) -> None:
+async def _until_ready(gateway: Gateway, timeout: float) -> None:
+    """Wait (up to `timeout`) until the gateway could serve. Beside other workers on the same
+    port (SO_REUSEPORT) the kernel hands a worker connections as soon as it listens, so one
+    restarted after a crash would answer its share of requests 503 until its tables load;
+    alone, a worker listens at once and /readyz keeps traffic away instead."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (reason := gateway.not_ready_reason()) is not None:
+        if loop.time() >= deadline:
+            log.warning("listening although not ready after %.0fs: %s", timeout, reason)
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _cleanup(
+    gateway: Gateway,
+    public: web.ServerRunner | None,
+    admin: web.AppRunner,
+    deadline: float | None = None,
+) -> None:
     # Public first: it stops listening and waits for in-flight requests; then the gateway's
-    # resources close; the admin port answers /readyz (503 draining) meanwhile.
+    # resources close (the request log and key usage written by `deadline`); the admin port
+    # answers /readyz (503 draining) meanwhile.
     if public is not None:
         await public.cleanup()
-    await gateway.stop()
+    await gateway.stop(deadline)
     await admin.cleanup()
 
 

@@ -28,6 +28,7 @@ import asyncpg
 
 from proxy.auth.api_keys import ApiKeyRecord, generate_key, hash_key, key_prefix
 from proxy.errors import ConfigError, StoreError
+from proxy.store.commit import WriteAttempt, write_once
 from proxy.store.migrate import CONNECTION_ERRORS
 
 INT4_MAX: Final = 2_147_483_647  # INTEGER columns (limits, request_count)
@@ -270,10 +271,17 @@ async def update_key(
     return None if row is None else _record(row)
 
 
-async def record_usage(conn: Any, usage: Mapping[str, tuple[int, datetime]]) -> None:
+async def record_usage(
+    conn: Any,
+    usage: Mapping[str, tuple[int, datetime]],
+    attempt: WriteAttempt[None] | None = None,
+) -> None:
     """Add request counts and advance last_used_at for a batch of keys, in one statement.
 
     Ids that are not UUIDs cannot exist and are skipped; spellings of one UUID are merged.
+    The statement runs in a transaction (proxy/store/commit.py): pass the same `attempt` to
+    every retry of one batch, and counts whose earlier COMMIT went unanswered are never added
+    twice.
     """
     merged: dict[str, tuple[int, datetime]] = {}
     for raw_id, (count, used_at) in usage.items():
@@ -290,7 +298,12 @@ async def record_usage(conn: Any, usage: Mapping[str, tuple[int, datetime]]) -> 
     ids = list(merged)
     counts = [min(max(n, 0), INT4_MAX) for n, _ in merged.values()]
     times = [t for _, t in merged.values()]
-    await _run(conn.execute(_RECORD_USAGE, ids, counts, times), "record API key usage")
+
+    async def update(c: Any) -> None:
+        await c.execute(_RECORD_USAGE, ids, counts, times)
+
+    attempt = attempt if attempt is not None else WriteAttempt()
+    await _run(write_once(conn, attempt, update), "record API key usage")
 
 
 # -- rows -----------------------------------------------------------------------------------

@@ -1,17 +1,22 @@
 """module_api_logs in Postgres: batched writes of the request log, and retention.
 
 Strategy for writes: one binary COPY per batch (asyncpg `copy_records_to_table`), the fastest
-way into a table. A COPY is all or nothing, so every value is made storable first, in Python,
-off the request path: a UUID column gets a canonical UUID or NULL (a JWT `sub` or a site id
-that is not a UUID becomes NULL), text loses NUL characters (TEXT cannot hold them) and lone
+way into a table, in a transaction run by `write_once` (proxy/store/commit.py): a batch is
+written whole or not at all, and a retry after a COMMIT whose answer was lost asks Postgres
+whether it committed instead of writing the rows a second time (the batch's `WriteAttempt`
+carries that across retries). A refused batch (a data or constraint error no preparation here
+foresaw) is logged and reported as 0 rows written: retrying it could only fail again and hold up
+every batch behind it. A COPY is all or nothing, so every value is made storable first, in
+Python, off the request path: a UUID column gets a canonical UUID or NULL (a JWT `sub` or a site
+id that is not a UUID becomes NULL), text loses NUL characters (TEXT cannot hold them) and lone
 surrogates (aiohttp decodes headers with surrogateescape; they cannot be encoded), long text is
-cut, integers are clamped to INTEGER, and JSON text with a \\u0000 escape (JSONB refuses it)
-is re-encoded without it. A row whose module_id is not a UUID cannot be stored (NOT NULL) and
-is left out; `write_logs` returns the rows it wrote.
+cut, integers are clamped to INTEGER, and JSON text with a \\u0000 escape (JSONB refuses it) is
+re-encoded without it. A row whose module_id is not a UUID cannot be stored (NOT NULL) and is
+left out; `write_logs` returns the rows it wrote.
 
 The foreign keys are ON DELETE SET NULL, which covers rows already written but not rows on
 their way: a route or key deleted between a request and its write fails the whole COPY. Then
-the batch is written again in a transaction that first locks the referenced routes and keys
+the batch is written again in a new transaction that first locks the referenced routes and keys
 that still exist (FOR KEY SHARE, so none can be deleted before the COPY commits) and sets
 the ids of the vanished ones to NULL. That costs two queries, only on that rare path.
 
@@ -40,6 +45,7 @@ import orjson
 
 from proxy.errors import StoreError
 from proxy.observability.request_log import COLUMNS, LogRow
+from proxy.store.commit import WriteAttempt, write_once
 from proxy.store.migrate import CONNECTION_ERRORS
 
 T = TypeVar("T")
@@ -79,23 +85,41 @@ _match_canonical_uuid = re.compile(
 ).fullmatch
 
 
-async def write_logs(conn: Any, rows: Sequence[LogRow]) -> int:
-    """Insert request log rows with one binary COPY; returns the rows written."""
+async def write_logs(
+    conn: Any, rows: Sequence[LogRow], attempt: WriteAttempt[int] | None = None
+) -> int:
+    """Insert request log rows with one binary COPY in a transaction; returns the rows written.
+
+    Pass the same `attempt` to every retry of one batch: a batch whose earlier COMMIT went
+    unanswered is then never written twice.
+    """
     if not rows:
         return 0
-    sent: list[tuple[Any, ...]] = []
+    attempt = attempt if attempt is not None else WriteAttempt()
     try:
         try:
-            await conn.copy_records_to_table(TABLE, records=_sliced(rows, sent), columns=COLUMNS)
+            written, _ = await write_once(conn, attempt, lambda c: _copy(c, rows))
         except asyncpg.ForeignKeyViolationError:
-            async with conn.transaction():
-                records = [record for record in map(_storable, rows) if record is not None]
-                records = await _without_vanished_refs(conn, records)
-                await conn.copy_records_to_table(TABLE, records=records, columns=COLUMNS)
-                return len(records)
+            written, _ = await write_once(conn, attempt, lambda c: _copy_fixing_refs(c, rows))
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+        log.warning("request log: Postgres refused a batch of %d rows, dropped: %s", len(rows), exc)
+        return 0
     except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
         raise StoreError(f"cannot write {len(rows)} request log rows: {exc}") from exc
+    return written
+
+
+async def _copy(conn: Any, rows: Sequence[LogRow]) -> int:
+    sent: list[tuple[Any, ...]] = []
+    await conn.copy_records_to_table(TABLE, records=_sliced(rows, sent), columns=COLUMNS)
     return len(sent)
+
+
+async def _copy_fixing_refs(conn: Any, rows: Sequence[LogRow]) -> int:
+    records = [record for record in map(_storable, rows) if record is not None]
+    records = await _without_vanished_refs(conn, records)
+    await conn.copy_records_to_table(TABLE, records=records, columns=COLUMNS)
+    return len(records)
 
 
 # Rows are made storable (and encoded by asyncpg) this many at a time, with the event loop let

@@ -36,6 +36,7 @@ from proxy.errors import StoreError
 from proxy.observability import metrics
 from proxy.routing.registry import RouteRegistry
 from proxy.store.backoff import Backoff
+from proxy.store.commit import WriteAttempt
 from proxy.store.keys import fetch_active_key, load_active_key_hashes, record_usage
 from proxy.store.routes import load_modules
 
@@ -111,14 +112,17 @@ class PostgresSource:
         except _STORE_FAILURES as exc:
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"Postgres query failed: {exc}") from exc
+            raise StoreError(f"Postgres query failed: {str(exc) or type(exc).__name__}") from exc
 
     async def fetch(self, key_hash: str) -> ApiKeyRecord | None:
         """KeyLoader: the active row for this key hash."""
         return await self.execute(lambda conn: fetch_active_key(conn, key_hash))
 
-    async def write_usage(self, usage: Mapping[str, tuple[int, datetime]]) -> None:
-        await self.execute(lambda conn: record_usage(conn, usage))
+    async def write_usage(
+        self, usage: Mapping[str, tuple[int, datetime]], attempt: WriteAttempt[None] | None = None
+    ) -> None:
+        """UsageWriter: add a batch of key usage (`attempt`: see proxy/store/commit.py)."""
+        await self.execute(lambda conn: record_usage(conn, usage, attempt))
 
     async def _run(self) -> None:
         while True:

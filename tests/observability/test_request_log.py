@@ -17,8 +17,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from proxy.errors import StoreError
-from proxy.observability.request_log import COLUMNS, LogRow, LogWriter, RequestLog
+from proxy.observability.request_log import COLUMNS, LogBatch, LogRow, LogWriter, RequestLog
 from proxy.routing.registry import RouteRegistry
+from proxy.store.backoff import Backoff
 from proxy.store.logs import (
     PRUNE_LOCK_ID,
     LogPruner,
@@ -65,7 +66,7 @@ def written() -> float:
 
 def writer_for(source: PostgresSource) -> LogWriter:
     """What the gateway passes: write_logs on the PostgresSource pool."""
-    return lambda rows: source.execute(lambda conn: write_logs(conn, rows))
+    return lambda batch: source.execute(lambda conn: write_logs(conn, batch.rows, batch.attempt))
 
 
 async def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> float:
@@ -252,18 +253,18 @@ async def test_full_queue_drops_and_counts_without_waiting() -> None:
     entered, release = asyncio.Event(), asyncio.Event()
     batches: list[int] = []
 
-    async def slow_writer(rows: list[LogRow]) -> None:
+    async def slow_writer(batch: LogBatch) -> None:
         entered.set()
         await release.wait()  # Postgres that does not answer
-        batches.append(len(rows))
+        batches.append(len(batch.rows))
 
     log = RequestLog(slow_writer, queue_size=100, flush_seconds=60, batch_rows=50)
     await log.start()
     before_full, before_written = dropped("queue_full"), written()
-    for n in range(100):
+    for n in range(90):
         log.record(row(n))
-    await asyncio.wait_for(entered.wait(), 1)  # 50 rows in flight, 50 queued
-    assert sample("modgate_request_log_queue_depth") == 50
+    await asyncio.wait_for(entered.wait(), 1)  # 50 rows in flight, 40 queued
+    assert log.held == 90  # rows in flight count against the bound until they are written
 
     started = time.perf_counter()
     for n in range(10_000):
@@ -271,11 +272,11 @@ async def test_full_queue_drops_and_counts_without_waiting() -> None:
     took = time.perf_counter() - started
 
     assert took < 0.5  # ~5 ms here: record() never waits for the writer
-    assert dropped("queue_full") - before_full == 10_000 - 50  # only the queue's 50 free slots
+    assert dropped("queue_full") - before_full == 10_000 - 10  # only the 10 free slots
     release.set()
     await log.stop()
-    assert batches == [50, 50, 50]
-    assert written() - before_written == 150
+    assert batches == [50, 50]
+    assert written() - before_written == 100
     assert sample("modgate_request_log_queue_depth") == 0
 
 
@@ -288,7 +289,17 @@ async def test_postgres_down_then_back(database: str, caplog: pytest.LogCaptureF
         reconnect_max_seconds=0.2,
     )  # fmt: skip
     await source.start()
-    log = RequestLog(writer_for(source), queue_size=1000, flush_seconds=0.3, batch_rows=10)
+    attempts: list[int] = []
+    pg_writer = writer_for(source)
+
+    async def writer(batch: LogBatch) -> int | None:
+        attempts.append(len(batch.rows))
+        return await pg_writer(batch)
+
+    log = RequestLog(
+        writer, queue_size=1000, flush_seconds=0.05, batch_rows=10,
+        backoff=Backoff(maximum=0.2, initial=0.05),
+    )  # fmt: skip
     try:
         await wait_until(lambda: source.connected)
         await log.start()
@@ -296,21 +307,25 @@ async def test_postgres_down_then_back(database: str, caplog: pytest.LogCaptureF
         proxy.set_mode("refuse")
         for n in range(25):
             log.record(row(n))
-        # The first batch fails and is dropped; then nothing is tried for a whole interval,
-        # so the other 15 rows wait in the queue instead of being thrown at a dead server.
-        await wait_until(lambda: dropped("write_failed") - before_failed == 10)
+        # The first batch fails and is kept; it is tried again after the backoff's delay,
+        # the same 10 rows each time, while the other 15 wait behind it.
+        await wait_until(lambda: len(attempts) >= 3)
+        assert attempts[:3] == [10, 10, 10] and log.held == 25
         proxy.set_mode("pass")
-        await wait_until(lambda: written() - before_written == 15)
+        await wait_until(lambda: written() - before_written == 25)
     finally:
         await log.stop()
         await source.stop()
         await proxy.close()
 
-    assert await count(database) == 15
-    assert dropped("write_failed") - before_failed == 10
+    assert [r["path"] for r in await stored(database)] == sorted(
+        f"/contacts/{n}" for n in range(25)
+    )
+    assert dropped("write_failed") == before_failed
     records = [r for r in caplog.records if r.name == "modgate.request_log"]
     assert [r.levelno for r in records] == [logging.WARNING, logging.INFO]  # one per streak
-    assert "writes recovered (10 rows dropped meanwhile)" in records[1].getMessage()
+    assert "writes recovered after" in records[1].getMessage()
+    assert "(0 rows dropped meanwhile, queue full)" in records[1].getMessage()
 
 
 async def test_stop_writes_what_is_queued(source: PostgresSource, database: str) -> None:
@@ -322,23 +337,28 @@ async def test_stop_writes_what_is_queued(source: PostgresSource, database: str)
     assert await count(database) == 2
 
 
-async def test_stop_counts_what_it_cannot_write() -> None:
+async def test_stop_without_a_deadline_tries_once_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     attempts: list[int] = []
 
-    async def broken(rows: list[LogRow]) -> None:
-        attempts.append(len(rows))
+    async def broken(batch: LogBatch) -> None:
+        attempts.append(len(batch.rows))
         raise StoreError("Postgres is down")
 
     log = RequestLog(broken, queue_size=100, flush_seconds=60, batch_rows=4)
     await log.start()
-    before = dropped("write_failed")
+    before = dropped("shutdown")
     for n in range(3):
         log.record(row(n))
     await log.stop()
-    log.record(row(9))  # after stop: queued, written by nobody until a flush
-    assert await log.flush() == 0
-    assert attempts == [3, 1]
-    assert dropped("write_failed") - before == 4
+    assert attempts == [3]
+    assert dropped("shutdown") - before == 3
+    assert log.held == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "modgate.request_log"]
+    assert lines[-1] == (
+        "request log: 3 rows not written by the end of the shutdown grace, dropped"
+    )
 
 
 # -- retention ------------------------------------------------------------------------------

@@ -1,13 +1,25 @@
-"""Fixtures for the rate-limit tests: a private `redis-server` for the failure cases."""
+"""Fixtures for the rate-limit tests: a private `redis-server` for the failure cases, and
+limiters built from settings as the gateway builds them, with the breaker's clock injected."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from proxy.ratelimit.breaker import CircuitBreaker
+from proxy.ratelimit.limiter import RateLimiter, create_redis_client
+from proxy.ratelimit.local_limiter import LocalLimiter
+from proxy.ratelimit.redis_limiter import RedisLimiter
+from proxy.settings import DEFAULTS, load_settings
 from tests.support.redis_server import RedisServer, RedisServerMissing
+
+BUDGET = float(str(DEFAULTS["redis_timeout_seconds"]))  # the default: production's
+THRESHOLD = 3
+WINDOW = 0.5  # seconds of the injected clock
+COOLDOWN = 1.0
 
 
 @pytest.fixture
@@ -26,3 +38,70 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
             yield server
         return
     pytest.fail(missing, pytrace=False)
+
+
+class ManualClock:
+    """The breaker's clock, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+Build = Callable[..., Awaitable[RateLimiter]]
+
+
+@pytest.fixture
+async def build(tmp_path: Path) -> AsyncIterator[Build]:
+    """Builds and starts limiters from settings as the gateway does; closes them afterwards."""
+    made: list[tuple[RateLimiter, Any]] = []
+    config = tmp_path / "gateway.yaml"
+    config.write_text("{}\n")
+
+    async def make(url: str, clock: Callable[[], float], **overrides: object) -> RateLimiter:
+        settings = load_settings(
+            str(config),
+            environ={},
+            overrides={
+                "redis_url": url,
+                "redis_circuit_failures": THRESHOLD,
+                "redis_circuit_window_seconds": WINDOW,
+                "redis_circuit_cooldown_seconds": COOLDOWN,
+                **overrides,
+            },
+        )
+        assert settings.redis_timeout_seconds == BUDGET
+        # As Gateway._rate_limiter, with the breaker's clock injected.
+        assert settings.redis_url is not None
+        client = create_redis_client(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        local = LocalLimiter(
+            capacity=settings.local_buckets_max,
+            replicas=settings.rate_limit_replicas * settings.workers,
+        )
+        limiter = RateLimiter(
+            local=local,
+            redis=RedisLimiter(client, timeout=settings.redis_timeout_seconds, mirror=local),
+            breaker=CircuitBreaker(
+                failures=settings.redis_circuit_failures,
+                window=settings.redis_circuit_window_seconds,
+                cooldown=settings.redis_circuit_cooldown_seconds,
+                policy=settings.redis_failure_policy,
+                clock=clock,
+            ),
+            policy=settings.redis_failure_policy,
+            default_per_minute=settings.default_rate_limit_per_minute,
+            default_per_day=settings.default_rate_limit_per_day,
+        )
+        made.append((limiter, client))
+        await limiter.start()
+        return limiter
+
+    yield make
+    for limiter, client in made:
+        await limiter.close()
+        await client.aclose()

@@ -1,5 +1,6 @@
 """One suite, two implementations: the Lua script on real Redis and the in-process buckets
-must make the same decisions. Time is injected (the script takes a test-only `now`)."""
+must make the same decisions. Time is injected (the script takes a test-only `now`). The Redis
+limiter runs with its default budget, as in production."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ from redis.crc import key_slot
 
 from proxy.ratelimit.decision import ALLOWED, DAY_MS, LIMITED_QUOTA, LIMITED_RATE, Decision
 from proxy.ratelimit.local_limiter import LocalLimiter
-from proxy.ratelimit.redis_limiter import RedisLimiter, bucket_keys
+from proxy.ratelimit.redis_limiter import DEFAULT_TIMEOUT, RedisLimiter, bucket_keys
+from proxy.settings import DEFAULTS
 from tests.conftest import REDIS_URL
+from tests.support.redis_server import RedisServer
 
-# The arithmetic does not depend on the per-call budget; a generous one keeps a loaded machine
-# from turning a slow round trip into a spurious TimeoutError (the budget has its own tests).
-BUDGET = 0.5
 T0 = 1_763_900_000_000 - (1_763_900_000_000 % DAY_MS) + 12 * 3_600_000  # noon UTC, some day
 
 
@@ -39,11 +39,25 @@ async def redis_client() -> AsyncIterator[Any]:
     await client.aclose()
 
 
+@pytest.fixture
+async def redis_limiter(redis_client: Any) -> AsyncIterator[RedisLimiter]:
+    """The Redis limiter with the default budget, its connections opened as the gateway does."""
+    limiter = RedisLimiter(redis_client)
+    assert await limiter.start()
+    yield limiter
+    await limiter.close()
+
+
 @pytest.fixture(params=["local", "redis"])
-async def limiter(request: pytest.FixtureRequest, redis_client: Any) -> Limiter:
+def limiter(request: pytest.FixtureRequest) -> Limiter:
     if request.param == "local":
         return LocalLimiter(capacity=1000)
-    return RedisLimiter(redis_client, timeout=BUDGET)
+    redis_limiter: RedisLimiter = request.getfixturevalue("redis_limiter")
+    return redis_limiter
+
+
+def test_the_limiter_default_budget_is_the_settings_default() -> None:
+    assert DEFAULT_TIMEOUT == DEFAULTS["redis_timeout_seconds"]
 
 
 @pytest.fixture
@@ -119,20 +133,29 @@ async def test_a_changed_limit_changes_refill_not_tokens(limiter: Limiter, bucke
     assert (d.allowed, d.limit, d.retry_after_ms) == (False, 10, 6_000)
 
 
-async def test_redis_keys_share_a_cluster_slot_and_expire(redis_client: Any, bucket: str) -> None:
+async def test_redis_keys_share_a_cluster_slot_and_expire(
+    redis_client: Any, redis_limiter: RedisLimiter, bucket: str
+) -> None:
     minute, day = bucket_keys(bucket)
     assert "{" in minute and "}" in minute
     assert key_slot(minute.encode()) == key_slot(day.encode())
-    limiter = RedisLimiter(redis_client, timeout=BUDGET)
-    await limiter.hit(bucket, 60, 100)
+    await redis_limiter.hit(bucket, 60, 100)
     assert 0 < await redis_client.pttl(minute) <= 1000 + 1000  # one token missing: 1 s + margin
     assert 0 < await redis_client.pttl(day) <= DAY_MS + 60_000
     assert await redis_client.hget(day, "n") == b"1"
 
 
-async def test_script_survives_script_flush(redis_client: Any, bucket: str) -> None:
-    limiter = RedisLimiter(redis_client, timeout=BUDGET)
-    await limiter.hit(bucket, 10, 0)
-    await redis_client.script_flush()
-    d = await limiter.hit(bucket, 10, 0)  # NOSCRIPT -> load -> retry, state kept
-    assert d.allowed and d.remaining == 8
+async def test_script_survives_script_flush(private_redis: RedisServer, bucket: str) -> None:
+    # A private server: SCRIPT FLUSH empties every database's scripts, not only this test's.
+    client = redis.from_url(private_redis.url)
+    limiter = RedisLimiter(client)
+    try:
+        assert await limiter.start()
+        await limiter.hit(bucket, 10, 0)
+        await client.script_flush()
+        d = await limiter.hit(bucket, 10, 0)  # NOSCRIPT -> EVAL (runs and caches it), state kept
+        assert d.allowed and d.remaining == 8
+        assert await client.script_exists(limiter.sha) == [True]
+    finally:
+        await limiter.close()
+        await client.aclose()

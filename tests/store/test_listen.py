@@ -62,7 +62,13 @@ def start_gateway(aiohttp_client: Any, tmp_path: Any) -> Any:
         settings = load_settings(
             str(tmp_path / "gw.yaml"),
             environ={},
-            overrides={"database_url": dsn, "rate_limit_enabled": False},
+            # No request log: these tests cut Postgres for good, and a stopping gateway would
+            # spend its shutdown grace retrying the rows it still holds.
+            overrides={
+                "database_url": dsn,
+                "rate_limit_enabled": False,
+                "request_log_enabled": False,
+            },
         )
         registry = RouteRegistry()
         source = PostgresSource(

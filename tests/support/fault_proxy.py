@@ -2,7 +2,10 @@
 
 Modes: `pass` relays bytes; `blackhole` keeps connections open but relays nothing and accepts
 new connections without ever connecting them (a partition without FIN or RST); `refuse`
-closes existing connections and refuses new ones.
+closes existing connections and refuses new ones; `mute` relays what clients send but none of
+the answers (the server acts on a request whose reply is lost). `switch_on(marker, mode)` changes
+the mode as soon as a client sends bytes containing `marker` (e.g. b"COMMIT"): in `blackhole`
+those bytes are held back, in `mute` they reach the server.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._switch: tuple[bytes, str] | None = None
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -34,10 +38,16 @@ class FaultProxy:
         return f"{scheme}://{auth}127.0.0.1:{self.port}/{path}"
 
     def set_mode(self, mode: str) -> None:
-        assert mode in ("pass", "blackhole", "refuse")
+        assert mode in ("pass", "blackhole", "refuse", "mute")
+        self._switch = None
         self.mode = mode
         if mode == "refuse":
             self.drop_all()
+
+    def switch_on(self, marker: bytes, mode: str) -> None:
+        """Change to `mode` when a client next sends bytes containing `marker`."""
+        assert mode in ("blackhole", "mute")
+        self._switch = (marker, mode)
 
     def drop_all(self) -> None:
         for writer in list(self._writers):
@@ -60,14 +70,20 @@ class FaultProxy:
             writer.transport.abort()
             return
         self._writers.add(up_writer)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
+        for src, dst, upstream in ((reader, up_writer, True), (up_reader, writer, False)):
+            task = asyncio.create_task(self._pipe(src, dst, upstream))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool
+    ) -> None:
         try:
             while data := await src.read(65536):
+                if upstream and self._switch is not None and self._switch[0] in data:
+                    self.mode, self._switch = self._switch[1], None  # before these bytes go
+                if self.mode == "mute" and not upstream:
+                    continue  # the answer is lost
                 while self.mode == "blackhole":
                     await asyncio.sleep(0.05)
                 if self.mode == "refuse":
