@@ -311,7 +311,8 @@ class RequestLog:
         self._broken = False
         if self._failing_since is not None:
             log.info(
-                "request log: writes recovered after %.1fs (%d rows dropped meanwhile, queue full)",
+                "request log: writes recovered after %.1fs (%d rows dropped meanwhile because the "
+                "queue was full)",
                 self._clock() - self._failing_since,
                 self._overflow,
             )
