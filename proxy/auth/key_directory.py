@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -144,11 +144,27 @@ class KeyDirectory:
             self._cache[record.key_hash] = ApiKey(record)
         self._known = {_index_key(h) for h in self._cache}
 
-    def set_index(self, active_hashes: Iterable[str]) -> None:
-        """Postgres full reload: the index of active keys; cached records are dropped since
-        changes made while disconnected were not notified."""
+    def cached_hashes(self) -> list[str]:
+        """The hashes of the keys held in memory (for a full reload to refresh them)."""
+        return [h for h, entry in self._cache.items() if isinstance(entry, ApiKey)]
+
+    def set_index(
+        self,
+        active_hashes: Iterable[str],
+        refreshed: Mapping[str, ApiKeyRecord] | None = None,
+    ) -> None:
+        """Postgres full reload: the index of active keys, and the cached keys replaced by their
+        rows as read in the same reload (`refreshed`; changes made while disconnected were not
+        notified). A cached key without a fresh row is dropped, like every negative entry; the
+        others stay cached, so they keep working if Postgres goes away again."""
         self._known = {_index_key(h) for h in active_hashes}
-        self._cache.clear()
+        fresh = refreshed or {}
+        stale = self._cache
+        self._cache = OrderedDict()
+        for key_hash, entry in stale.items():  # least recently used first, as before
+            record = fresh.get(key_hash) if isinstance(entry, ApiKey) else None
+            if record is not None and record.is_active and record.revoked_at is None:
+                self._store(key_hash, ApiKey(record))
 
     def put(self, key_hash: str, record: ApiKeyRecord | None) -> None:
         """The current row for a hash (after a NOTIFY), or None when it is gone or inactive."""

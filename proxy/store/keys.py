@@ -55,6 +55,12 @@ SELECT {_RECORD_COLUMNS} FROM module_api_keys
 WHERE key_hash = $1 AND is_active = true
 ORDER BY created_at DESC NULLS LAST, id DESC LIMIT 1
 """
+# The newest active row of each hash, for many hashes at once (a full reload's cache refresh).
+_FETCH_ACTIVE_MANY = f"""
+SELECT DISTINCT ON (key_hash) {_RECORD_COLUMNS} FROM module_api_keys
+WHERE key_hash = ANY($1::text[]) AND is_active = true
+ORDER BY key_hash, created_at DESC NULLS LAST, id DESC
+"""
 # Plain rows: ~45 ms for 100k keys (measured); one array_agg value was no faster.
 _ACTIVE_HASHES = (
     "SELECT key_hash FROM module_api_keys WHERE is_active = true AND revoked_at IS NULL"
@@ -162,6 +168,12 @@ async def fetch_active_key(conn: Any, key_hash: str) -> ApiKeyRecord | None:
     """The active row with this hash (the newest if several), revoked or expired or not."""
     row = await _run(conn.fetchrow(_FETCH_ACTIVE, key_hash), "look up an API key")
     return None if row is None else _record(row)
+
+
+async def fetch_active_keys(conn: Any, key_hashes: list[str]) -> dict[str, ApiKeyRecord]:
+    """`fetch_active_key` for many hashes in one query; hashes with no active row are absent."""
+    rows = await _run(conn.fetch(_FETCH_ACTIVE_MANY, key_hashes), "look up API keys")
+    return {record.key_hash: record for record in map(_record, rows)}
 
 
 async def load_active_key_hashes(conn: Any) -> list[str]:

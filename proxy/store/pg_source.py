@@ -37,7 +37,12 @@ from proxy.observability import metrics
 from proxy.routing.registry import RouteRegistry
 from proxy.store.backoff import Backoff
 from proxy.store.commit import WriteAttempt
-from proxy.store.keys import fetch_active_key, load_active_key_hashes, record_usage
+from proxy.store.keys import (
+    fetch_active_key,
+    fetch_active_keys,
+    load_active_key_hashes,
+    record_usage,
+)
 from proxy.store.routes import load_modules
 
 T = TypeVar("T")
@@ -223,12 +228,16 @@ class PostgresSource:
                 self._wakeup.set()
 
     async def _reload_all(self) -> None:
+        cached = self.keys.cached_hashes() if self.keys is not None else []
         async with self._pool.acquire(timeout=self._timeout) as conn:
             specs = await load_modules(conn)
             hashes = await load_active_key_hashes(conn) if self.keys is not None else []
+            # The keys in memory are re-read, not dropped: dropped, each would need Postgres
+            # again, and a key not used between two outages would be refused in the second.
+            refreshed = await fetch_active_keys(conn, cached) if cached else {}
         errors = self.registry.replace_all(specs, source=self.name)
         if self.keys is not None:
-            self.keys.set_index(hashes)
+            self.keys.set_index(hashes, refreshed)
         metrics.ROUTE_RELOADS.labels(source=self.name, result="ok").inc()
         log.info(
             "loaded %d modules (%d not compiled) and an index of %d active keys from postgres",

@@ -208,3 +208,24 @@ async def test_keys_of_one_module_share_its_id_and_prefix_strings() -> None:
     assert first is not None and second is not None
     assert first.record.module_id is second.record.module_id
     assert first.record.key_prefix is second.record.key_prefix
+
+
+async def test_full_reload_refreshes_cached_keys_instead_of_dropping_them() -> None:
+    loader, clock = TableLoader(), Clock()
+    directory = _directory(loader, clock)
+    kept, changed, gone = generate_key(), generate_key(), generate_key()
+    for key in (kept, changed, gone):
+        loader.rows[hash_key(key)] = _record(key)
+    directory.set_index([hash_key(k) for k in (kept, changed, gone)])
+    for key in (kept, changed, gone):
+        assert await directory.lookup(hash_key(key)) is not None
+    refreshed = {
+        hash_key(kept): _record(kept),
+        hash_key(changed): _record(changed, scopes=("read:other",)),
+    }
+    directory.set_index([hash_key(kept), hash_key(changed)], refreshed)
+    loader.fail = True  # Postgres away again: what is cached must still answer
+    assert await directory.lookup(hash_key(kept)) is not None
+    found = await directory.lookup(hash_key(changed))
+    assert found is not None and found.grants.allows("read:other")
+    assert directory.cached_hashes() == [hash_key(kept), hash_key(changed)]

@@ -278,3 +278,60 @@ async def test_not_ready_until_postgres_answers(database: str, start_gateway: An
         assert await _body(client, "/api/modules/crm/v") == (200, "v0")
     finally:
         await proxy.close()
+
+
+async def test_keys_in_memory_survive_a_full_reload_and_the_next_outage(database: str) -> None:
+    """A full reload (after every reconnect) re-reads the cached keys instead of dropping
+    them: a key not used between two outages still works during the second (it answered 503
+    when the reload emptied the cache)."""
+    from proxy.auth.api_keys import hash_key
+    from proxy.auth.key_directory import KeyDirectory
+    from proxy.store.keys import create_key
+
+    await _seed(database)
+    conn = await asyncpg.connect(database)
+    try:
+        _, key = await create_key(
+            conn, module_id=MODULE_ID, site_id=MODULE_ID, agency_id=MODULE_ID, name="k"
+        )
+        _, revoked = await create_key(
+            conn, module_id=MODULE_ID, site_id=MODULE_ID, agency_id=MODULE_ID, name="r"
+        )
+    finally:
+        await conn.close()
+    host_port = database.split("@", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    proxy = await FaultProxy(host, int(port)).start()
+    registry = RouteRegistry()
+    keys = KeyDirectory(capacity=100, negative_ttl=30, lookup_budget_per_second=100)
+    source = PostgresSource(
+        proxy.url_for(database), registry, keys, timeout=0.5, pool_size=2,
+        reconnect_max_seconds=0.5, heartbeat_seconds=0.2,
+    )  # fmt: skip
+    await source.start()
+    try:
+        await _wait_for(lambda: _true(registry.loaded))
+        assert await keys.lookup(hash_key(key)) is not None  # now cached
+        assert await keys.lookup(hash_key(revoked)) is not None
+        writer = await asyncpg.connect(database)
+        try:  # revoked while cached: the reload must not keep it
+            await writer.execute(
+                "UPDATE module_api_keys SET revoked_at = NOW() WHERE key_hash = $1",
+                hash_key(revoked),
+            )
+        finally:
+            await writer.close()
+        version = registry.version
+        source.request_reload()  # the full reload a reconnect does
+        await _wait_for(lambda: _true(registry.version != version))
+        proxy.set_mode("blackhole")  # the next outage: nothing reaches Postgres
+        found = await keys.lookup(hash_key(key))
+        assert found is not None and found.record.key_hash == hash_key(key)
+        assert hash_key(revoked) not in keys.cached_hashes()
+    finally:
+        await source.stop()
+        await proxy.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
