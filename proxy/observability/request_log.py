@@ -311,7 +311,7 @@ class RequestLog:
         self._broken = False
         if self._failing_since is not None:
             log.info(
-                "request log: writes recovered after %.1fs (rows dropped meanwhile, queue_full: %d)",
+                "request log: writes recovered after %.1fs (dropped meanwhile, queue_full: %d)",
                 self._clock() - self._failing_since,
                 self._overflow,
             )
