@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from proxy.auth.key_fields import normalize_origin
 from proxy.errors import ConfigError
 
 ENV_PREFIX = "MODGATE_"
@@ -177,9 +178,11 @@ def _cidr(text: str) -> str:
 
 
 def _origin(text: str) -> str:
-    if text == "*" or re.fullmatch(r"https?://[^/?#\s]+", text):
-        return text
-    raise ValueError(text)
+    # The form browsers send in Origin (proxy/auth/key_fields.py): compared as strings.
+    normal = normalize_origin(text)
+    if normal is None or not (normal == "*" or normal.startswith(("http://", "https://"))):
+        raise ValueError(text)
+    return normal
 
 
 def _scope(text: str) -> str:

@@ -6,7 +6,6 @@ itself: the file is configuration and may be read by anyone who can read the dep
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -14,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proxy.auth.api_keys import ApiKeyRecord
+from proxy.auth.key_fields import normalize_network, normalize_origin
 from proxy.errors import ManifestError
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
-_ORIGIN_RE = re.compile(r"\*|https?://[^/?#\s]+")
 _FIELDS = frozenset(
     {
         "id", "module_id", "site_id", "agency_id", "key_prefix", "key_hash", "name", "scopes",
@@ -53,11 +52,15 @@ def _record(row: Mapping[str, Any], source: str, where: str) -> ApiKeyRecord:
         except ValueError:
             raise fail(field, "a UUID") from None
 
-    def a_list(field: str, check: Any, expected: str) -> tuple[str, ...]:
+    def a_list(field: str, normalize: Any, expected: str) -> tuple[str, ...]:
+        """Each value in its one stored form (proxy/auth/key_fields.py), duplicates dropped."""
         value = row.get(field) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) and check(v) for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise fail(field, expected)
-        return tuple(value)
+        normal = [normalize(v) for v in value]
+        if None in normal:
+            raise fail(field, expected)
+        return tuple(dict.fromkeys(normal))
 
     def a_limit(field: str, default: int) -> int | None:
         value = row.get(field, default)
@@ -92,20 +95,16 @@ def _record(row: Mapping[str, Any], source: str, where: str) -> ApiKeyRecord:
         key_prefix=str(row.get("key_prefix") or "dmc_live_"),
         key_hash=key_hash,
         name=str(name),
-        scopes=a_list("scopes", lambda s: bool(s) and " " not in s, "a list of scope strings"),
+        scopes=a_list("scopes", _scope, "a list of scope strings"),
         rate_limit_per_minute=a_limit("rate_limit_per_minute", 60),
         rate_limit_per_day=a_limit("rate_limit_per_day", 10000),
-        allowed_ips=a_list("allowed_ips", _is_network, "a list of IP addresses or CIDRs"),
-        allowed_origins=a_list("allowed_origins", _ORIGIN_RE.fullmatch, "a list of origins"),
+        allowed_ips=a_list("allowed_ips", normalize_network, "a list of IP addresses or CIDRs"),
+        allowed_origins=a_list("allowed_origins", normalize_origin, "a list of origins"),
         is_active=is_active,
         expires_at=a_time("expires_at"),
         revoked_at=a_time("revoked_at"),
     )
 
 
-def _is_network(text: str) -> bool:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return False
-    return True
+def _scope(text: str) -> str | None:
+    return text if text and " " not in text else None

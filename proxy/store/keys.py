@@ -15,18 +15,16 @@ StoreError.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import asyncpg
 
 from proxy.auth.api_keys import ApiKeyRecord, generate_key, hash_key, key_prefix
+from proxy.auth.key_fields import normalize_network, normalize_origin
 from proxy.errors import ConfigError, StoreError
 from proxy.store.commit import WriteAttempt, write_once
 from proxy.store.migrate import CONNECTION_ERRORS
@@ -108,9 +106,6 @@ SET request_count = LEAST(COALESCE(k.request_count, 0)::bigint + u.n, {INT4_MAX}
 FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS u(id, n, t)
 WHERE k.id = u.id
 """
-
-_SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class _Unset:
@@ -378,53 +373,12 @@ def _positive(value: int | None, field: str, maximum: int) -> int | None:
 
 
 def _ips(values: Iterable[str]) -> list[str]:
-    return _each(values, "allowed_ips", _ip, "is not an IP address or CIDR network")
-
-
-def _ip(text: str) -> str | None:
-    """Normalized: '2001:DB8::0001' -> '2001:db8::1', '10.1.2.3/8' -> '10.0.0.0/8' (the same
-    network); a bare address keeps no /length."""
-    try:
-        if "/" in text:
-            return str(ipaddress.ip_network(text.strip(), strict=False))
-        return str(ipaddress.ip_address(text.strip()))
-    except ValueError:
-        return None
+    return _each(values, "allowed_ips", normalize_network, "is not an IP address or CIDR network")
 
 
 def _origins(values: Iterable[str]) -> list[str]:
     reason = "is not an origin: expected '*' or scheme://host[:port] without a path"
-    return _each(values, "allowed_origins", _origin, reason)
-
-
-def _origin(text: str) -> str | None:
-    """Lowercased and without a default port: browsers send the Origin header in exactly that
-    form, and the gateway compares strings."""
-    text = text.strip()
-    if text == "*":
-        return text
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme, host = parts.scheme.lower(), parts.hostname
-    if (
-        not _SCHEME_RE.fullmatch(scheme)
-        or not host
-        or "@" in parts.netloc
-        or parts.path
-        or parts.query
-        or parts.fragment
-        or text.endswith(("?", "#"))
-        or any(c.isspace() for c in text)
-    ):
-        return None
-    if ":" in host:
-        host = f"[{host}]"  # IPv6 literal
-    if port is None or _DEFAULT_PORTS.get(scheme) == port:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
+    return _each(values, "allowed_origins", normalize_origin, reason)
 
 
 def _each(
