@@ -228,6 +228,8 @@ FIELDS: tuple[SettingField, ...] = (
                  "open client connections per worker; past it a new one gets 503 and is closed"),
     SettingField("upstream_connect_timeout", _number(0, inclusive=False), 2.0,
                  "seconds to open a connection to a module upstream"),
+    SettingField("upstream_pool_wait_seconds", _number(0, inclusive=False), 2.0,
+                 "seconds a request waits for a free upstream connection at the pool's limit"),
     SettingField("upstream_timeout", _number(0, inclusive=False), 30.0,
                  "seconds for a whole upstream request; past it the client gets 504"),
     SettingField("upstream_max_connections", _integer(1), 1000,
@@ -374,6 +376,7 @@ class Settings:
     client_keepalive_seconds: float
     max_client_connections: int
     upstream_connect_timeout: float
+    upstream_pool_wait_seconds: float
     upstream_timeout: float
     upstream_max_connections: int
     upstream_keepalive_seconds: float

@@ -219,6 +219,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("max_client_connections", "0", "an integer >= 1"),
     ("max_client_connections", "1.5", "an integer >= 1"),
     ("upstream_connect_timeout", "0", "a number > 0"),
+    ("upstream_pool_wait_seconds", "0", "a number > 0"),
     ("upstream_timeout", "-5", "a number > 0"),
     ("upstream_timeout", "inf", "a number > 0"),
     ("upstream_max_connections", "0", "an integer >= 1"),

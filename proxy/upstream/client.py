@@ -15,6 +15,7 @@ def create_pool(settings: Settings) -> UpstreamPool:
         max_connections=settings.upstream_max_connections,
         keepalive_seconds=settings.upstream_keepalive_seconds,
         connect_timeout=settings.upstream_connect_timeout,
+        pool_wait=settings.upstream_pool_wait_seconds,
         timeout=settings.upstream_timeout,
     )
 
@@ -28,6 +29,7 @@ def create_executor_pool(settings: Settings) -> UpstreamPool:
         max_connections=settings.upstream_max_connections,
         keepalive_seconds=settings.upstream_keepalive_seconds,
         connect_timeout=settings.upstream_connect_timeout,
+        pool_wait=settings.upstream_pool_wait_seconds,
         timeout=settings.executor_timeout_seconds + TIMEOUT_MARGIN_SECONDS,
     )
 

@@ -5,8 +5,8 @@ Strategy: an origin (`scheme://host:port`, as routes name it) is parsed once int
 least used ones age out). `acquire` hands out an idle connection or opens one; `release` keeps
 it only when its exchange ended cleanly. At most `max_connections` are in use at once, all
 origins together (idle ones do not count, like aiohttp's connector); past that, callers wait
-for a free slot up to the connect timeout. A sweep closes connections idle longer than
-`keepalive_seconds`.
+for a free slot up to `pool_wait` (upstream_pool_wait_seconds). A sweep closes connections idle
+longer than `keepalive_seconds`.
 
 This replaces aiohttp's ClientSession on the proxy path: per request it did far more Python
 work (request/response objects, tracing, cookie and redirect plumbing, one timer per phase)
@@ -68,7 +68,7 @@ class Endpoint:
 class UpstreamPool:
     __slots__ = (
         "_endpoints", "_in_use", "_loop", "_open", "_sweeper", "_tls_context", "_waiters",
-        "connect_timeout", "keepalive_seconds", "max_connections", "timeout",
+        "connect_timeout", "keepalive_seconds", "max_connections", "pool_wait", "timeout",
     )  # fmt: skip
 
     def __init__(
@@ -77,11 +77,14 @@ class UpstreamPool:
         max_connections: int,
         keepalive_seconds: float,
         connect_timeout: float,
+        pool_wait: float | None = None,
         timeout: float,
     ) -> None:
         self.max_connections = max_connections
         self.keepalive_seconds = keepalive_seconds
         self.connect_timeout = connect_timeout
+        # How long a caller waits for a slot at the limit (default: the connect timeout).
+        self.pool_wait = connect_timeout if pool_wait is None else pool_wait
         self.timeout = timeout
         self._endpoints: dict[str, Endpoint] = {}
         self._in_use = 0
@@ -113,7 +116,7 @@ class UpstreamPool:
     async def acquire(self, endpoint: Endpoint, *, fresh: bool = False) -> UpstreamConnection:
         """A connection to `endpoint` once a slot is free: an idle one, or a new one (always a
         new one when `fresh`). Raises OSError when the upstream refuses, TimeoutError past
-        the connect timeout."""
+        `pool_wait` for a slot or the connect timeout for a new connection."""
         if self._in_use >= self.max_connections:
             await self._wait_for_slot()
         if not fresh:
@@ -175,7 +178,7 @@ class UpstreamPool:
 
     async def _wait_for_slot(self) -> None:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self.connect_timeout):
+        async with asyncio.timeout(self.pool_wait):
             while self._in_use >= self.max_connections:
                 waiter = loop.create_future()
                 self._waiters.append(waiter)

@@ -320,12 +320,12 @@ async def test_request_waits_for_the_busy_connection_at_the_limit(
     assert up.accepted == 1
 
 
-async def test_wait_for_a_slot_is_bounded_by_the_connect_timeout(
+async def test_wait_for_a_slot_is_bounded_by_the_pool_wait(
     raw_upstreams: StartUpstream, gateway: Any
 ) -> None:
     release = asyncio.Event()
     up = await raw_upstreams([Reply(response(b"slow"), hold=release), response(b"after")])
-    client, pool = await gateway(up.url, upstream_max_connections=1, upstream_connect_timeout=0.5)
+    client, pool = await gateway(up.url, upstream_max_connections=1, upstream_pool_wait_seconds=0.5)
     slow = asyncio.create_task(client.get("/api/modules/crm/slow"))
     await up.wait_requests(1)
     r = await client.get("/api/modules/crm/queued", headers=RID)
