@@ -23,6 +23,7 @@ class FaultProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._switch: tuple[bytes, str] | None = None
+        self._closed = False
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -59,14 +60,18 @@ class FaultProxy:
             writer.transport.abort()
             return
         self._writers.add(writer)
-        while self.mode == "blackhole":
+        while self.mode == "blackhole" and not self._closed:
             await asyncio.sleep(0.05)
-        if self.mode == "refuse":
+        if self.mode == "refuse" or self._closed:
             writer.transport.abort()
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
+            writer.transport.abort()
+            return
+        if self._closed:  # closed while this connection was being opened: never leak it
+            up_writer.transport.abort()
             writer.transport.abort()
             return
         self._writers.add(up_writer)
@@ -97,6 +102,7 @@ class FaultProxy:
             self._writers.discard(dst)
 
     async def close(self) -> None:
+        self._closed = True
         self.drop_all()
         if self._server is not None:
             self._server.close()
@@ -105,3 +111,4 @@ class FaultProxy:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.drop_all()  # whatever was opened while this closed
