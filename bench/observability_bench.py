@@ -35,8 +35,9 @@ from bench.ratelimit_bench import wrk
 from proxy.auth.principal import Principal
 from proxy.auth.scopes import Grants
 from proxy.observability.access_log import AccessLog
-from proxy.observability.observer import RequestInfo, RequestObserver
+from proxy.observability.observer import RequestObserver
 from proxy.observability.request_log import RequestLog
+from proxy.request_context import RequestContext
 from proxy.routing.manifest import parse_manifest
 from proxy.routing.model import ModuleSpec, RouteSpec
 from proxy.routing.table import compile_module
@@ -65,9 +66,9 @@ async def observe_cost(n: int = 50_000) -> list[tuple[str, float]]:
     table = compile_module(
         ModuleSpec(id=MODULE, name="b", routes=(RouteSpec(path="/c/:id", method="GET"),))
     )
-    info = RequestInfo()
-    info.table, info.route = table, table.match("/c/7", "GET").payload
-    info.principal, info.module_path = Principal("none", Grants(["read:*"])), "/c/7"
+    ctx = RequestContext("rid", started=0.0)
+    ctx.table, ctx.route = table, table.match("/c/7", "GET").payload
+    ctx.principal, ctx.module_path = Principal("none", Grants(["read:*"])), "/c/7"
 
     async def discard(batch: Any) -> None:
         return None
@@ -87,9 +88,9 @@ async def observe_cost(n: int = 50_000) -> list[tuple[str, float]]:
         ]
         rows = []
         for name, observer in cases:
-            started = time.perf_counter()
+            started = ctx.started = time.perf_counter()
             for _ in range(n):
-                observer.observe(_Request(), _Response(), info, started, "rid", None)  # type: ignore[arg-type]
+                observer.observe(_Request(), _Response(), ctx, None)  # type: ignore[arg-type]
             rows.append((name, (time.perf_counter() - started) / n * 1e6))
     return rows
 

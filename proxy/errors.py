@@ -25,11 +25,24 @@
         ├── ServiceUnavailable      503 service_unavailable
         │   └── TooManyConnections  503 too_many_connections (the worker's connection cap)
         ├── UpstreamTimeout         504 upstream_timeout
-        └── HttpVersionNotSupported 505 http_version_not_supported (anything but HTTP/1.0, 1.1)
+        ├── HttpVersionNotSupported 505 http_version_not_supported (anything but HTTP/1.0, 1.1)
+        └── ExecutorError           what the handler pool answers; the gateway passes it on
+            ├── ExecutorTokenRefused    401 unauthorized (a caller without executor_token)
+            ├── RowNotFound             404 not_found (a handler's single-row query found none)
+            ├── HandlerFailed           500 handler_error (the handler threw, or broke)
+            ├── HandlerInvalid          500 handler_invalid (its code does not compile)
+            ├── HandlerMemoryExceeded   500 handler_memory_exceeded
+            ├── PoolBusy                503 executor_busy (the worker's slots and queue are full)
+            │   └── ModuleBusy          503 module_busy (the module holds all of its slots)
+            ├── HandlerTimeout          504 handler_timeout
+            └── RelayedExecutorError    the gateway's side: the pool's status, code and message
 
 Strategy: a GatewayError's message is written for clients and is the only text that reaches
 them; lower-layer exceptions are translated where they cross into the gateway
-(`raise UpstreamUnavailable() from exc`) and their text goes to logs only.
+(`raise UpstreamUnavailable() from exc`) and their text goes to logs only. The handler pool
+answers in the same shape, from the same classes: the gateway turns its answer back into a
+RelayedExecutorError, so a handler's failure is logged with its message and the client gets
+the pool's status, code and message under the gateway's request id.
 """
 
 from __future__ import annotations
@@ -68,7 +81,7 @@ class GatewayError(ModgateError):
     closes_connection: bool = False
 
     def __init__(self, message: str | None = None) -> None:
-        self.message = message or self.default_message
+        self.message = self.default_message if message is None else message
         super().__init__(self.message)
 
     def headers(self) -> dict[str, str]:
@@ -242,3 +255,72 @@ class HttpVersionNotSupported(GatewayError):
     code = "http_version_not_supported"
     default_message = "HTTP version not supported"
     closes_connection = True
+
+
+class ExecutorError(GatewayError):
+    """An error the handler pool answers instead of a handler's result."""
+
+    status = 500
+    code = "handler_error"
+    default_message = "The handler failed"
+
+
+class ExecutorTokenRefused(ExecutorError):
+    """A call without the shared executor_token: only gateways may make the pool run code."""
+
+    status = 401
+    code = "unauthorized"
+    default_message = "Missing or invalid executor token"
+
+
+class RowNotFound(ExecutorError):
+    """A handler's `.single()` found no row (supabase's PGRST116)."""
+
+    status = 404
+    code = "not_found"
+    default_message = "Not found"
+
+
+class HandlerFailed(ExecutorError):
+    """The handler threw (its message is shown), or broke (a bad result, a crashed isolate)."""
+
+
+class HandlerInvalid(ExecutorError):
+    code = "handler_invalid"
+    default_message = "The handler code does not compile"
+
+
+class HandlerMemoryExceeded(ExecutorError):
+    code = "handler_memory_exceeded"
+    default_message = "The handler used too much memory"
+
+
+class PoolBusy(ExecutorError):
+    """A call refused without running: the worker's slots and its queue are full. Never ran,
+    so a client may retry it whatever its method."""
+
+    status = 503
+    code = "executor_busy"
+    default_message = "The handler pool is busy"
+
+
+class ModuleBusy(PoolBusy):
+    """The call's module holds all of its slots in this worker, which itself has room."""
+
+    code = "module_busy"
+    default_message = "This module's handlers are all busy"
+
+
+class HandlerTimeout(ExecutorError):
+    status = 504
+    code = "handler_timeout"
+    default_message = "The handler took too long"
+
+
+class RelayedExecutorError(ExecutorError):
+    """The pool's error as the gateway received it: its status, code and message, passed on."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)

@@ -7,7 +7,9 @@ database tests) never leaks in.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,16 @@ import yaml
 
 from proxy import settings as settings_module
 from proxy.errors import ConfigError
-from proxy.settings import DEFAULTS, FIELDS, Settings, describe_settings, load_settings
+from proxy.setting_rules import BOOLEAN
+from proxy.settings import (
+    DEFAULTS,
+    FIELDS,
+    VIEWS,
+    Settings,
+    describe_settings,
+    load_settings,
+)
+from proxy.settings_views import Address, DatabaseSettings, ListenAddresses, UpstreamLimits
 
 BAD_DIR = Path(__file__).parent / "settings_bad"
 EXAMPLE = Path(__file__).parent.parent / "config" / "gateway.yaml"
@@ -42,18 +53,23 @@ def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     settings = load_settings(environ={})
     assert {name: getattr(settings, name) for name in Settings.field_names()} == dict(DEFAULTS)
     assert settings.listen == "127.0.0.1:8080"
-    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 8080)
-    assert (settings.admin_host, settings.admin_port) == ("127.0.0.1", 9090)
+    assert settings.listen_addresses == ListenAddresses(
+        public=Address("127.0.0.1", 8080),
+        admin=Address("127.0.0.1", 9090),
+        executor=Address("127.0.0.1", 8090),
+    )
     assert settings.mode == "gateway"
     assert settings.database_url is None and settings.redis_url is None
     assert settings.workers == 1 and settings.max_body_bytes == 10_485_760
     assert settings.warnings == ()
 
 
-def test_table_and_dataclass_agree() -> None:
-    attributes = tuple(f.name for f in dataclasses.fields(Settings))
-    assert attributes == (*Settings.field_names(), "warnings")
+def test_table_is_read_off_the_dataclass() -> None:
+    # Every constructor argument but `warnings` is a row; the views are made, not passed.
+    arguments = tuple(f.name for f in dataclasses.fields(Settings) if f.init)
+    assert arguments == (*Settings.field_names(), "warnings")
     assert Settings.field_names() == tuple(DEFAULTS)
+    assert Settings() == load_settings(config_path=str(EXAMPLE), environ={})
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.name)
@@ -69,6 +85,66 @@ def test_settings_is_frozen_with_slots() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.workers = 2  # type: ignore[misc]
     assert not hasattr(settings, "__dict__")
+
+
+# -- the per-subsystem views
+
+
+def test_views_regroup_the_settings() -> None:
+    settings = load_settings(
+        config_path=str(EXAMPLE),
+        environ={},
+        overrides={
+            "upstream_connect_timeout": 1.5,
+            "upstream_pool_wait_seconds": 0.5,
+            "workers": 4,
+            "rate_limit_replicas": 3,
+            "database_url": "postgresql://modgate:pw@db/platform",
+            "redis_url": "redis://:pw@cache:6379/0",
+        },
+    )
+    assert settings.upstream == UpstreamLimits(
+        connect_timeout=1.5, pool_wait_seconds=0.5, timeout=30.0, max_connections=1000,
+        keepalive_seconds=30.0,
+    )  # fmt: skip
+    assert settings.database == DatabaseSettings(
+        url="postgresql://modgate:pw@db/platform", pool_size=2, timeout=5.0,
+        reconnect_max_seconds=10.0,
+    )  # fmt: skip
+    assert settings.redis.url == "redis://:pw@cache:6379/0"
+    assert settings.redis.failure_policy == "local" and settings.redis.timeout_seconds == 0.25
+    assert settings.key_cache.cache_size == settings.key_cache_size == 100_000
+    assert settings.request_log.batch_rows == settings.request_log_batch_rows == 1000
+    # A URL may carry a password: the views leave it out of their repr.
+    assert "pw" not in repr(settings.database) and "pw" not in repr(settings.redis)
+
+
+@pytest.mark.parametrize(("name", "cls", "prefix"), VIEWS, ids=[row[0] for row in VIEWS])
+def test_every_view_field_is_a_setting_of_the_same_type(name: str, cls: Any, prefix: str) -> None:
+    # A view adds no names: its field x is the setting <prefix>x, typed alike.
+    settings_types = typing.get_type_hints(Settings)
+    view_types = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        assert prefix + field.name in DEFAULTS
+        assert view_types[field.name] == settings_types[prefix + field.name], field.name
+    assert settings_types[name] is cls
+
+
+def test_views_follow_a_replaced_setting() -> None:
+    settings = load_settings(config_path=str(EXAMPLE), environ={})
+    changed = dataclasses.replace(settings, listen="[::1]:1234", upstream_timeout=9.0)
+    assert changed.listen_addresses.public == Address("::1", 1234)
+    assert changed.upstream.timeout == 9.0
+    assert changed != settings
+
+
+def test_settings_survive_pickling() -> None:
+    # The supervisor hands them to each worker it spawns.
+    settings = load_settings(config_path=str(EXAMPLE), environ={"MODGATE_WORKERS": "3"})
+    copy = pickle.loads(pickle.dumps(settings))
+    assert copy == settings
+    assert copy.listen_addresses == settings.listen_addresses
+    assert copy.upstream == settings.upstream
 
 
 # -- sources and precedence
@@ -87,7 +163,7 @@ def test_file_values(tmp_path: Path) -> None:
         },
     )
     settings = load_settings(config_path=path, environ={})
-    assert settings.listen_host == "0.0.0.0" and settings.listen_port == 8000
+    assert settings.listen_addresses.public == Address("0.0.0.0", 8000)
     assert settings.workers == 4
     assert settings.upstream_timeout == 12.0 and isinstance(settings.upstream_timeout, float)
     assert settings.max_body_bytes == 1024
@@ -136,7 +212,7 @@ def test_overrides_override_env(tmp_path: Path) -> None:
     )
     assert settings.workers == 16  # already typed
     assert settings.upstream_timeout == 3.0  # a string, parsed like env
-    assert settings.listen == "[::]:7002" and settings.listen_host == "::"
+    assert settings.listen == "[::]:7002" and settings.listen_addresses.public.host == "::"
     assert settings.mode == "gateway"  # None = flag not given
 
 
@@ -159,7 +235,7 @@ def test_unknown_override_is_refused() -> None:
 )
 def test_listen_forms(text: str, host: str, port: int) -> None:
     settings = load_settings(config_path=str(EXAMPLE), environ={"MODGATE_ADMIN_LISTEN": text})
-    assert (settings.admin_host, settings.admin_port) == (host, port)
+    assert settings.listen_addresses.admin == Address(host, port)
 
 
 @pytest.mark.parametrize(
@@ -175,13 +251,13 @@ def test_listen_forms(text: str, host: str, port: int) -> None:
 )
 def test_boolean_rule(text: object, expected: bool) -> None:
     # No setting is a bool yet; the rule the first one will use is tested here directly.
-    assert settings_module._BOOLEAN.parse(text) is expected
+    assert BOOLEAN.parse(text) is expected
 
 
 @pytest.mark.parametrize("text", ["maybe", "", "2", 2, None, 1.0])
 def test_boolean_rule_refuses(text: object) -> None:
     with pytest.raises(ValueError):
-        settings_module._BOOLEAN.parse(text)
+        BOOLEAN.parse(text)
 
 
 # -- bad values: one exact message per field, from each source

@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from proxy.auth.key_fields import DEFAULT_RATE_LIMIT_PER_DAY, DEFAULT_RATE_LIMIT_PER_MINUTE
+
 KEY_PREFIX = "dmc_live_"
 PREFIX_LENGTH = 12
 _KEY_RE = re.compile(r"dmc_live_[0-9a-f]{64}")
@@ -47,8 +49,8 @@ class ApiKeyRecord:
     key_hash: str
     name: str
     scopes: tuple[str, ...] = ()
-    rate_limit_per_minute: int | None = 60
-    rate_limit_per_day: int | None = 10000
+    rate_limit_per_minute: int | None = DEFAULT_RATE_LIMIT_PER_MINUTE
+    rate_limit_per_day: int | None = DEFAULT_RATE_LIMIT_PER_DAY
     allowed_ips: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     is_active: bool = True

@@ -31,13 +31,15 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from proxy.errors import Unauthorized
-from proxy.settings import mask_url
+from proxy.redact import mask_url
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_AGE_SECONDS = 300.0
 MAX_JWKS_BYTES = 1_048_576  # a JWKS is a few KiB; anything near this is not one
+# The public-key algorithms accepted, from a PEM or a JWKS (jwt.py too); HS256 only ever with
+# jwt_secret, so no token can pick a public key as its HMAC secret.
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256"})
 MIN_RSA_BITS = 2048  # below this PyJWT would refuse (or warn) on every verify
 

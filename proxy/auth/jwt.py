@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import HMACAlgorithm
 
-from proxy.auth.jwks import MIN_RSA_BITS, JwksCache, refused
+from proxy.auth.jwks import ASYMMETRIC_ALGORITHMS, MIN_RSA_BITS, JwksCache, refused
 from proxy.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ MAX_TOKEN_BYTES = 8192  # a longer Authorization header is refused before any pa
 DEFAULT_CACHE_SIZE = 10_000
 MIN_SECRET_BYTES = 32  # HS256: a shorter key makes PyJWT warn (or refuse) on every verify
 _HEADER_MEMO_SIZE = 256
-_ASYMMETRIC = frozenset({"RS256", "ES256"})
 
 # PyJWT raises these exact classes; anything else (DecodeError, bad sub/jti...) is malformed.
 _REASONS: dict[type[Exception], str] = {
@@ -238,7 +237,7 @@ class JwtVerifier:
             if self._secret is None:  # never the public key's bytes as an HMAC secret
                 raise refused("alg_not_allowed")
             return self._secret
-        if alg not in _ASYMMETRIC:  # none, HS384, PS256, ...
+        if alg not in ASYMMETRIC_ALGORITHMS:  # none, HS384, PS256, ...
             raise refused("alg_not_allowed")
         # With only a PEM the kid is ignored; with a JWKS too, a kid means "look it up there".
         if alg == self._public_alg and (self._jwks is None or kid is None):

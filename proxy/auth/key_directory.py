@@ -11,9 +11,9 @@ Strategy:
   While the index is not loaded (Postgres was down at start) every miss goes through the
   budget; past it the caller gets 503, never a wrong 401.
 - Concurrent misses for one hash share one query (single flight).
-- Memory (100k cached keys): a cached key keeps only what requests read (`CachedKeyRecord`),
-  its hash string is also its dict key, and values many keys repeat (module and site ids, key
-  prefixes, scope sets, address lists) are one object each, up to a bound per kind.
+- Memory (100k cached keys, bench/memory_bench.py): a cached key keeps only what requests read
+  (`CachedKeyRecord`), its hash string is also its dict key, and the values many keys repeat
+  (module and site ids, key prefixes, scope sets, address and origin lists) are one object each.
 In the embedded mode the directory is authoritative (every key is installed), so a miss is a
 plain no.
 """
@@ -21,16 +21,18 @@ plain no.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from proxy.auth.api_keys import ApiKeyRecord
 from proxy.auth.client_address import IPNetwork, parse_networks
 from proxy.auth.scopes import Grants
 from proxy.errors import ServiceUnavailable, StoreError
+from proxy.interning import interned
 from proxy.observability import metrics
 
 
@@ -56,30 +58,47 @@ class CachedKeyRecord:
     rate_limit_per_day: int | None
 
 
+# Keys mostly share a handful of scope sets, address lists and origin sets: compiled once per
+# distinct value and shared (bench/memory_bench.py: each of the three, compiled per key, adds
+# 20 to 45 MiB to 100k cached keys). Bounded LRUs: past the bound, rare values are recompiled.
+_DISTINCT_VALUES = 10_000
+
+
+@functools.lru_cache(maxsize=_DISTINCT_VALUES)
+def _grants(scopes: tuple[str, ...]) -> Grants:
+    return Grants(scopes)
+
+
+@functools.lru_cache(maxsize=_DISTINCT_VALUES)
+def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return parse_networks(cidrs)
+
+
+@functools.lru_cache(maxsize=_DISTINCT_VALUES)
+def _origins(origins: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(origins)
+
+
 class ApiKey:
     """A key compiled for the hot path: grants, networks and origins parsed once."""
 
     __slots__ = ("any_origin", "expires_at", "grants", "networks", "origins", "record", "revoked")
 
     def __init__(self, record: ApiKeyRecord) -> None:
-        # Many keys belong to one module or site, and a prefix is "dmc_live_" and 3 hex digits
-        # (4096 values): one string per value, not one per key.
+        # Many keys per module and site, and a prefix is "dmc_live_" and 3 hex digits (4096
+        # values): one string per value, not one per key.
         self.record = CachedKeyRecord(
             record.id,
-            _shared(_MODULE_IDS, record.module_id, str),
-            _shared(_SITE_IDS, record.site_id, str),
-            _shared(_PREFIXES, record.key_prefix, str),
+            interned(record.module_id),
+            interned(record.site_id),
+            interned(record.key_prefix),
             record.key_hash,
             record.rate_limit_per_minute,
             record.rate_limit_per_day,
         )
-        # Keys mostly share a handful of scope sets and address lists: share the compiled
-        # forms (a cached key costs a few hundred bytes less, and nothing is parsed twice).
-        self.grants = _shared(_GRANTS, record.scopes, Grants)
-        self.networks: tuple[IPNetwork, ...] = _shared(
-            _NETWORKS, record.allowed_ips, parse_networks
-        )
-        self.origins = _shared(_ORIGINS, record.allowed_origins, frozenset)
+        self.grants = _grants(record.scopes)
+        self.networks = _networks(record.allowed_ips)
+        self.origins = _origins(record.allowed_origins)
         self.any_origin = "*" in self.origins
         self.expires_at = record.expires_at.timestamp() if record.expires_at else None
         self.revoked = record.revoked_at is not None or not record.is_active
@@ -88,24 +107,7 @@ class ApiKey:
         return f"<ApiKey {self.record.key_prefix}… module={self.record.module_id}>"
 
 
-_K = TypeVar("_K")
-_T = TypeVar("_T")
-_SHARED_MAX = 10_000  # distinct values kept per kind; past it, no more sharing (bounded)
-_GRANTS: dict[tuple[str, ...], Grants] = {}
-_NETWORKS: dict[tuple[str, ...], tuple[IPNetwork, ...]] = {}
-_ORIGINS: dict[tuple[str, ...], frozenset[str]] = {}
-_MODULE_IDS: dict[str, str] = {}
-_SITE_IDS: dict[str, str] = {}
-_PREFIXES: dict[str, str] = {}
-
-
-def _shared(cache: dict[_K, _T], key: _K, make: Callable[[_K], _T]) -> _T:
-    value = cache.get(key)
-    if value is None:
-        value = make(key)
-        if len(cache) < _SHARED_MAX:
-            cache[key] = value
-    return value
+_LOOKUPS = metrics.BoundLabels(metrics.KEY_LOOKUPS)  # by result
 
 
 def _index_key(key_hash: str) -> int:
@@ -184,18 +186,18 @@ class KeyDirectory:
         if entry is not None:
             if isinstance(entry, ApiKey):
                 self._cache.move_to_end(key_hash)
-                metrics.KEY_LOOKUPS.labels(result="hit").inc()
+                _LOOKUPS("hit").inc()
                 return entry
             if entry > self._clock():
-                metrics.KEY_LOOKUPS.labels(result="negative_hit").inc()
+                _LOOKUPS("negative_hit").inc()
                 return None
             del self._cache[key_hash]
         if self.loader is None:
-            metrics.KEY_LOOKUPS.labels(result="unknown").inc()
+            _LOOKUPS("unknown").inc()
             return None
         indexed = self._known is not None and _index_key(key_hash) in self._known
         if not indexed and not self._take_budget():
-            metrics.KEY_LOOKUPS.labels(result="throttled").inc()
+            _LOOKUPS("throttled").inc()
             if self._known is None:
                 raise ServiceUnavailable("Credentials cannot be verified right now")
             return None
@@ -223,7 +225,7 @@ class KeyDirectory:
         try:
             record = await loader.fetch(key_hash)
         except StoreError as exc:
-            metrics.KEY_LOOKUPS.labels(result="error").inc()
+            _LOOKUPS("error").inc()
             error = ServiceUnavailable("Credentials cannot be verified right now")
             future.set_exception(error)
             future.exception()  # retrieved: waiters re-raise it, nobody else must log it
@@ -234,7 +236,7 @@ class KeyDirectory:
             raise
         finally:
             del self._inflight[key_hash]
-        metrics.KEY_LOOKUPS.labels(result="db_found" if record else "db_unknown").inc()
+        _LOOKUPS("db_found" if record else "db_unknown").inc()
         if record is None or not record.is_active:
             self._remember_unknown(key_hash)
             future.set_result(None)

@@ -1,21 +1,88 @@
-"""The one reading of a key's address fields, whichever door they come in by: the CLI and the
-store (`modgate keys`), the embedded manifest's `api_keys`, and the settings' `cors_origins`.
+"""The one reading of an API key's fields, whichever door they come in by: the CLI and the
+store (`modgate keys`), the embedded manifest's `api_keys`, and (origins only) the settings'
+`cors_origins`.
 
 The gateway compares these fields as strings on the hot path (the request's `Origin` header
 against a key's allowed origins, CIDR membership against parsed networks), so each must be
 stored in the one form a client's request will carry. Two loaders that disagreed (the manifest
 kept `https://App.Example:443` as written while the CLI stored `https://app.example`) refused
 the same key from a browser in one mode and not the other.
+
+Each `parse_*` function returns the stored form or raises `InvalidKeyField`, whose `field` is
+the parameter's name and `reason` the one text for that rule; each door only says where the
+value came from (`--scope: ...`, `gw.yaml: api_keys[0].scopes: ...`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Final
 from urllib.parse import urlsplit
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
+from proxy.errors import ConfigError
+
+# The seed's column defaults: what a key gets when its writer sets no limit (None: unlimited).
+DEFAULT_RATE_LIMIT_PER_MINUTE: Final = 60
+DEFAULT_RATE_LIMIT_PER_DAY: Final = 10_000
+INT4_MAX: Final = 2_147_483_647  # the INTEGER columns' bound (limits, request_count)
+MAX_EXPIRES_IN_DAYS: Final = 36_500  # 100 years; keeps NOW() + interval far from overflow
+DEFAULT_PORTS: Final[Mapping[str, int]] = MappingProxyType({"http": 80, "https": 443})
+
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*")
+_NOT_A_SCOPE = "is not a scope (no spaces, not empty)"
+_NOT_A_NETWORK = "is not an IP address or CIDR network"
+_NOT_AN_ORIGIN = "is not an origin: expected '*' or scheme://host[:port] without a path"
+
+
+class InvalidKeyField(ConfigError, ValueError):
+    """A refused value; `field` is the parameter's name, `reason` says what was expected."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+def parse_uuid(value: object, field: str) -> str:
+    """The canonical lowercase form (any spelling `uuid.UUID` reads)."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise InvalidKeyField(field, f"{value!r} is not a UUID") from None
+
+
+def parse_name(value: object) -> str:
+    name = value.strip() if isinstance(value, str) else ""
+    if not name:
+        raise InvalidKeyField("name", "must not be empty")
+    return name
+
+
+def parse_whole_number(value: object, field: str, maximum: int) -> int | None:
+    """None (no limit) or a whole number from 1 to `maximum`; True is no number here."""
+    if value is None or (type(value) is int and 0 < value <= maximum):
+        return value
+    raise InvalidKeyField(field, f"expected a whole number from 1 to {maximum}, got {value!r}")
+
+
+def parse_rate_limit(value: object, field: str) -> int | None:
+    return parse_whole_number(value, field, INT4_MAX)
+
+
+def parse_scopes(values: object) -> tuple[str, ...]:
+    return _each(values, "scopes", _scope, _NOT_A_SCOPE)
+
+
+def parse_networks(values: object) -> tuple[str, ...]:
+    return _each(values, "allowed_ips", normalize_network, _NOT_A_NETWORK)
+
+
+def parse_origins(values: object) -> tuple[str, ...]:
+    return _each(values, "allowed_origins", normalize_origin, _NOT_AN_ORIGIN)
 
 
 def normalize_origin(text: str) -> str | None:
@@ -58,3 +125,28 @@ def normalize_network(text: str) -> str | None:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
         return None
+
+
+def _scope(text: str) -> str | None:
+    # Scopes reach upstreams space-separated in X-Scopes: any whitespace would split one (and
+    # CR LF would end the header line).
+    return text if text and not any(c.isspace() for c in text) else None
+
+
+def _each(
+    values: object, field: str, normalize: Callable[[str], str | None], reason: str
+) -> tuple[str, ...]:
+    """Each value normalized, duplicates dropped, order kept; None is an empty list."""
+    if values is None:
+        return ()
+    if isinstance(values, str | bytes):  # a lone string would be taken character by character
+        raise InvalidKeyField(field, "expected a list of strings, got a single string")
+    if not isinstance(values, Iterable) or isinstance(values, Mapping):
+        raise InvalidKeyField(field, f"expected a list of strings, got {values!r}")
+    out: dict[str, None] = {}
+    for value in values:
+        normal = normalize(value) if isinstance(value, str) else None
+        if normal is None:
+            raise InvalidKeyField(field, f"{value!r} {reason}")
+        out[normal] = None
+    return tuple(out)

@@ -10,7 +10,7 @@ Strategy (the request log's rule, proxy/observability/request_log.py):
   pending keep counting.
 - Kept and retried: a flush takes the pending counts as one batch. A failed write keeps that
   batch, unchanged, as the next one to write (new uses pend beside it, so memory is bounded by
-  2 x `max_keys` keys); it is tried again after the backoff's delay (proxy/store/backoff.py, on
+  2 x `max_keys` keys); it is tried again after the backoff's delay (proxy/retry.py, on
   the injected clock), before anything newer.
 - Never counted twice: the writer runs each batch in a transaction, and the batch's
   `WriteAttempt` lets a retry ask Postgres whether an earlier COMMIT whose answer was lost did
@@ -32,8 +32,7 @@ from typing import Final
 
 from proxy.errors import StoreError
 from proxy.observability import metrics
-from proxy.store.backoff import Backoff
-from proxy.store.commit import WriteAttempt
+from proxy.retry import Backoff, WriteAttempt
 
 log = logging.getLogger("modgate.usage")
 

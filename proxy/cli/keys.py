@@ -13,7 +13,6 @@ argparse's usage dump; store errors name parameters, which `_FLAGS` maps back to
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import sys
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from proxy.auth.key_fields import (
+    DEFAULT_RATE_LIMIT_PER_DAY,
+    DEFAULT_RATE_LIMIT_PER_MINUTE,
+    MAX_EXPIRES_IN_DAYS,
+    InvalidKeyField,
+    parse_whole_number,
+)
+from proxy.cli.database import run_on_connection
+from proxy.cli.settings_args import add_settings_args, required_database_url, settings_from_args
 from proxy.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
@@ -56,8 +64,6 @@ _NO_SCOPES_HELP = (
 
 def add_keys_commands(sub: Any) -> None:
     """Register `keys` and its actions on `modgate`'s subparsers."""
-    from proxy.cli.main import _settings_args
-
     keys = sub.add_parser(
         "keys",
         help="create, list, revoke and update API keys in Postgres",
@@ -121,7 +127,7 @@ def add_keys_commands(sub: Any) -> None:
     update.set_defaults(func=cmd_update)
 
     for parser in (create, listing, revoke, update):
-        _settings_args(parser, "database_url")
+        add_settings_args(parser, "database_url")
 
 
 def _limit_args(parser: argparse.ArgumentParser, *, default: bool) -> None:
@@ -138,7 +144,10 @@ def _limit_args(parser: argparse.ArgumentParser, *, default: bool) -> None:
         metavar="N",
         help="expire N days from now" + ("" if default else " (replaces the expiry)"),
     )
-    for unit, fallback in (("minute", 60), ("day", 10000)):
+    for unit, fallback in (
+        ("minute", DEFAULT_RATE_LIMIT_PER_MINUTE),
+        ("day", DEFAULT_RATE_LIMIT_PER_DAY),
+    ):
         parser.add_argument(
             f"--rate-limit-per-{unit}",
             metavar="N",
@@ -297,23 +306,16 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 def _with_connection(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run `work` on one connection to the configured database; store errors name flags."""
-    from proxy.cli.main import _database_url, _load
-    from proxy.store.keys import InvalidKeyField
-    from proxy.store.migrate import connect
-
-    dsn = _database_url(_load(args, "database_url"))
-
-    async def run() -> T:
-        conn = await connect(dsn)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
+    dsn = required_database_url(settings_from_args(args, "database_url"))
     try:
-        return asyncio.run(run())
+        return run_on_connection(dsn, work)
     except InvalidKeyField as exc:
-        raise ConfigError(f"{_FLAGS.get(exc.field, exc.field)}: {exc.reason}") from None
+        raise _flag_error(exc) from None
+
+
+def _flag_error(exc: InvalidKeyField) -> ConfigError:
+    """The rule's own text (proxy/auth/key_fields.py), named by the flag that gave the value."""
+    return ConfigError(f"{_FLAGS.get(exc.field, exc.field)}: {exc.reason}")
 
 
 def _read_back(summary: KeySummary | None) -> KeySummary:
@@ -339,13 +341,11 @@ def _list(values: list[str] | None, clear: bool, flag: str) -> list[str] | None:
 
 
 def _expiry(days: int) -> datetime:
-    from proxy.store.keys import MAX_EXPIRES_IN_DAYS
-
-    if not 0 < days <= MAX_EXPIRES_IN_DAYS:
-        raise ConfigError(
-            f"--expires-in-days: expected a whole number from 1 to {MAX_EXPIRES_IN_DAYS}, "
-            f"got {days}"
-        )
+    """`--expires-in-days` as the moment `update` stores (`create` sends the days)."""
+    try:
+        parse_whole_number(days, "expires_in_days", MAX_EXPIRES_IN_DAYS)
+    except InvalidKeyField as exc:
+        raise _flag_error(exc) from None
     return datetime.now(UTC) + timedelta(days=days)
 
 

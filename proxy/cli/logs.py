@@ -8,11 +8,12 @@ naming the flag).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 from datetime import timedelta
 from typing import Any, Final
 
+from proxy.cli.database import run_on_connection
+from proxy.cli.settings_args import add_settings_args, required_database_url, settings_from_args
 from proxy.errors import ConfigError
 
 MAX_DAYS: Final = 36_500  # 100 years: NOW() minus more is near the edge of timestamptz
@@ -23,8 +24,6 @@ _DURATION_HELP = "a whole number and a unit: 30d, 12h, 90m or 3600s"
 
 def add_logs_commands(sub: Any) -> None:
     """Register `logs` and its actions on `modgate`'s subparsers."""
-    from proxy.cli.main import _settings_args
-
     logs = sub.add_parser(
         "logs",
         help="maintain the request log (module_api_logs)",
@@ -45,19 +44,17 @@ def add_logs_commands(sub: Any) -> None:
         metavar="AGE",
         help=f"delete rows older than this: {_DURATION_HELP} (default: log_retention_days)",
     )
-    _settings_args(prune, "database_url")
+    add_settings_args(prune, "database_url")
     prune.set_defaults(func=cmd_prune)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from proxy.cli.main import _database_url, _load
     from proxy.store.logs import prune_logs
-    from proxy.store.migrate import connect
 
     # The flag first: a bad value is reported whatever the configuration says.
     label = None if args.older_than is None else args.older_than.strip()
     older_than = None if label is None else parse_duration(label, "--older-than")
-    settings = _load(args, "database_url")
+    settings = settings_from_args(args, "database_url")
     if older_than is None:
         if settings.log_retention_days <= 0:
             raise ConfigError(
@@ -65,16 +62,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
             )
         label = f"{settings.log_retention_days}d"
         older_than = timedelta(days=settings.log_retention_days)
-    dsn = _database_url(settings)
-
-    async def prune() -> int:
-        conn = await connect(dsn)
-        try:
-            return await prune_logs(conn, older_than)
-        finally:
-            await conn.close()
-
-    deleted = asyncio.run(prune())
+    dsn = required_database_url(settings)
+    deleted = run_on_connection(dsn, lambda conn: prune_logs(conn, older_than))
     print(f"deleted {deleted} request log rows older than {label}")
     return 0
 

@@ -8,54 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from proxy import __version__
+from proxy.cli.database import run_on_connection
 from proxy.cli.keys import add_keys_commands
 from proxy.cli.logs import add_logs_commands
+from proxy.cli.settings_args import add_settings_args, required_database_url, settings_from_args
 from proxy.errors import ConfigError, StoreError
+from proxy.exit_codes import EXIT_DEPENDENCY, EXIT_FATAL
 from proxy.routing.manifest import Manifest, load_manifest
-from proxy.settings import Settings, describe_settings, load_settings
-
-EXIT_DEPENDENCY = 1
-EXIT_USAGE = 2
-
-
-def _settings_args(parser: argparse.ArgumentParser, *keys: str) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="settings YAML (default: $MODGATE_CONFIG or config/gateway.yaml if present)",
-    )
-    helps = {
-        "listen": ("HOST:PORT", "public address (MODGATE_LISTEN)"),
-        "admin_listen": ("HOST:PORT", "admin address for /metrics /healthz /readyz"),
-        "workers": ("N", "worker processes sharing the port (MODGATE_WORKERS)"),
-        "routes_file": ("PATH", "routes manifest for the embedded mode (MODGATE_ROUTES_FILE)"),
-        "database_url": ("URL", "Postgres DSN; selects the Postgres mode (MODGATE_DATABASE_URL)"),
-        "mode": ("{gateway,sidecar}", "gateway: /api/modules/{id}/...; sidecar: one module"),
-        "sidecar_module": ("ID", "the module a sidecar serves on every path"),
-        "log_level": ("LEVEL", "debug, info, warning or error"),
-        "executor_listen": ("HOST:PORT", "where the executor listens (MODGATE_EXECUTOR_LISTEN)"),
-        "executor_workers": (
-            "N",
-            "executor worker processes (MODGATE_EXECUTOR_WORKERS; default: one per usable CPU)",
-        ),
-    }
-    for key in keys:
-        metavar, help_text = helps[key]
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar=metavar, help=help_text)
-
-
-def _load(args: argparse.Namespace, *keys: str) -> Settings:
-    overrides = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    settings = load_settings(args.config, os.environ, overrides)
-    for warning in settings.warnings:
-        print(f"modgate: warning: {warning}", file=sys.stderr)
-    return settings
-
+from proxy.settings import describe_settings
 
 _SERVE_KEYS = (
     "listen",
@@ -67,10 +31,11 @@ _SERVE_KEYS = (
     "sidecar_module",
     "log_level",
 )
+_EXECUTOR_KEYS = ("executor_listen", "executor_workers", "database_url", "log_level")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _load(args, *_SERVE_KEYS)
+    settings = settings_from_args(args, *_SERVE_KEYS)
     if settings.workers == 1:
         from proxy.server.worker import run_worker
 
@@ -83,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_executor(args: argparse.Namespace) -> int:
-    settings = _load(args, "executor_listen", "executor_workers", "database_url", "log_level")
+    settings = settings_from_args(args, *_EXECUTOR_KEYS)
     from proxy.executor.cpus import usable_cpus
     from proxy.executor.worker import executor_worker_main, run_executor
 
@@ -97,18 +62,10 @@ def cmd_executor(args: argparse.Namespace) -> int:
     return Supervisor(settings, target=executor_worker_main, count=workers).run()
 
 
-def _database_url(settings: Settings) -> str:
-    if not settings.database_url:
-        raise ConfigError(
-            "database_url: required for this command (set MODGATE_DATABASE_URL or --database-url)"
-        )
-    return settings.database_url
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from proxy.store.migrate import migrate
 
-    dsn = _database_url(_load(args, "database_url"))
+    dsn = required_database_url(settings_from_args(args, "database_url"))
     applied = asyncio.run(migrate(dsn))
     if applied:
         for name in applied:
@@ -154,28 +111,11 @@ def cmd_routes_check(args: argparse.Namespace) -> int:
 
 def cmd_routes_apply(args: argparse.Namespace) -> int:
     manifest = _checked_manifest(args.file)
-    dsn = _database_url(_load(args, "database_url"))
+    from proxy.store.routes import apply_manifest
 
-    async def apply() -> list[str]:
-        import asyncpg
-
-        from proxy.store.routes import apply_manifest
-
-        try:
-            conn = await asyncpg.connect(dsn, timeout=10)
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-            raise StoreError(f"cannot connect to Postgres: {exc}") from None
-        try:
-            results = await apply_manifest(conn, manifest)
-        finally:
-            await conn.close()
-        return [
-            f"module {r.module_id}: {r.upserted} routes upserted, {r.deactivated} deactivated"
-            for r in results
-        ]
-
-    for line in asyncio.run(apply()):
-        print(line)
+    dsn = required_database_url(settings_from_args(args, "database_url"))
+    for r in run_on_connection(dsn, lambda conn: apply_manifest(conn, manifest)):
+        print(f"module {r.module_id}: {r.upserted} routes upserted, {r.deactivated} deactivated")
     return 0
 
 
@@ -195,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=describe_settings(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _settings_args(serve, *_SERVE_KEYS)
+    add_settings_args(serve, *_SERVE_KEYS)
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser(
@@ -203,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="create or upgrade the Postgres schema (idempotent)",
         description="Apply pending schema migrations; re-running is a no-op.",
     )
-    _settings_args(migrate, "database_url")
+    add_settings_args(migrate, "database_url")
     migrate.set_defaults(func=cmd_migrate)
 
     executor = sub.add_parser(
@@ -215,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=describe_settings(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _settings_args(executor, "executor_listen", "executor_workers", "database_url", "log_level")
+    add_settings_args(executor, *_EXECUTOR_KEYS)
     executor.set_defaults(func=cmd_executor)
 
     routes = sub.add_parser("routes", help="register module routes from a YAML manifest")
@@ -228,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "up through NOTIFY.",
     )
     apply.add_argument("-f", "--file", required=True, metavar="FILE", help="manifest YAML")
-    _settings_args(apply, "database_url")
+    add_settings_args(apply, "database_url")
     apply.set_defaults(func=cmd_routes_apply)
     check = routes_sub.add_parser(
         "check",
@@ -248,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = func(args)
     except ConfigError as exc:
         print(f"modgate: error: {exc}", file=sys.stderr)
-        code = EXIT_USAGE
+        code = EXIT_FATAL
     except StoreError as exc:
         print(f"modgate: error: {exc}", file=sys.stderr)
         code = EXIT_DEPENDENCY

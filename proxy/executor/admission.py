@@ -22,22 +22,8 @@ from __future__ import annotations
 
 import asyncio
 
+from proxy.errors import ModuleBusy, PoolBusy
 from proxy.observability import metrics
-
-
-class PoolBusy(Exception):
-    """A call refused without running: the worker, or its module's share of it, is full."""
-
-    status = 503
-    code = "executor_busy"
-    message = "The handler pool is busy"
-
-
-class ModuleBusy(PoolBusy):
-    """The call's module holds all of its slots in this worker."""
-
-    code = "module_busy"
-    message = "This module's handlers are all busy"
 
 
 class ModuleSlots:

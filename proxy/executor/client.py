@@ -6,21 +6,31 @@ byte nobody asked for is closed, never reused), on a pool of their own so the po
 and connection limit are the handler pool's. The response body is read with a cap
 (`executor_max_response_bytes`): past it the connection is dropped and the client gets 502,
 so a handler that returns 200 MiB costs the gateway at most the cap, not 200 MiB.
+
+An answer in the error shape becomes a RelayedExecutorError: the client gets the pool's status,
+code and message as they came, and the gateway's request log gets the message (a handler's
+failure is logged with its reason, not as a bare 500).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import RelayedExecutorError, UpstreamTimeout, UpstreamUnavailable
 from proxy.observability import metrics
+from proxy.upstream.client import create_pool
 from proxy.upstream.connection import UpstreamConnection
 from proxy.upstream.pool import UpstreamPool
+
+if TYPE_CHECKING:
+    from proxy.request_context import RequestContext
+    from proxy.settings_views import UpstreamLimits
 
 log = logging.getLogger("modgate.executor")
 
@@ -33,6 +43,13 @@ TIMEOUT_MARGIN_SECONDS = 2.0
 # Headers a handler never sees: credentials and cookies belong to the gateway's checks.
 HIDDEN_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 _JSON = {"Content-Type": "application/json"}
+
+
+def create_executor_pool(limits: UpstreamLimits, handler_timeout: float) -> UpstreamPool:
+    """Keep-alive connections to the handler pool: the upstream limits, and a deadline of the
+    handler's time limit plus the trip (the pool answers 504 itself at its limit)."""
+    deadline = handler_timeout + TIMEOUT_MARGIN_SECONDS
+    return create_pool(dataclasses.replace(limits, timeout=deadline))
 
 
 class HandlerResponseTooLarge(Exception):
@@ -69,9 +86,9 @@ class ExecutorClient:
         )
         self._ok = metrics.HANDLER_POOL_REQUESTS.labels(result="ok")
 
-    async def call(self, payload: dict[str, Any], extra: dict[str, str]) -> web.Response:
+    async def call(self, payload: dict[str, Any], ctx: RequestContext) -> web.Response:
         body = orjson.dumps(payload)
-        request_id = extra["X-Request-ID"]
+        request_id = ctx.request_id
         head = self._head + (
             f"Content-Length: {len(body)}\r\nX-Request-ID: {request_id}\r\n\r\n".encode()
         )
@@ -94,7 +111,9 @@ class ExecutorClient:
             log.warning("handler pool unavailable: %s (request %s)", exc, request_id)
             raise UpstreamUnavailable("The handler pool is unavailable") from None
         self._ok.inc()
-        return web.Response(status=status, body=answer, headers={**extra, **_JSON})
+        if status >= 400 and (error := _relayed_error(status, answer)) is not None:
+            raise error
+        return web.Response(status=status, body=answer, headers={**ctx.response_headers, **_JSON})
 
     async def _exchange(self, head: bytes, body: bytes) -> tuple[int, bytes]:
         endpoint = self._endpoint
@@ -125,6 +144,21 @@ class ExecutorClient:
                 raise HandlerResponseTooLarge()
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _relayed_error(status: int, answer: bytes) -> RelayedExecutorError | None:
+    """The pool's error answer as an error to raise; None when it is not in the error shape
+    (then it is passed on as it came)."""
+    try:
+        body = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    message, code = body.get("error"), body.get("code")
+    if not isinstance(message, str) or not isinstance(code, str):
+        return None
+    return RelayedExecutorError(status, code, message)
 
 
 def visible_headers(headers: Any) -> dict[str, str]:

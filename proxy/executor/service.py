@@ -4,7 +4,7 @@ The gateway has already authenticated and authorized the caller; it sends the ha
 its cache key, and the context (module, site, user, key, scopes, params, query, body, safe
 headers). The executor never trusts the handler: it runs in an isolate per (module, site), its
 `ctx.db` reaches only that module's tables and that site's rows (the SQL is built here, not in
-JS), and its failures become the error shape:
+JS), and its failures become errors of proxy/errors.py, answered in the error shape:
 
     timeout -> 504 handler_timeout      memory -> 500 handler_memory_exceeded
     syntax  -> 500 handler_invalid      thrown -> 404 not_found (supabase PGRST116, no rows),
@@ -30,13 +30,27 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.executor.admission import Admission, PoolBusy
+from proxy.errors import (
+    BadRequest,
+    ExecutorTokenRefused,
+    GatewayError,
+    HandlerFailed,
+    HandlerInvalid,
+    HandlerMemoryExceeded,
+    HandlerTimeout,
+    ModuleBusy,
+    PoolBusy,
+    RowNotFound,
+)
+from proxy.executor.admission import Admission
 from proxy.executor.client import TOKEN_HEADER
 from proxy.executor.data_access import execute_query
 from proxy.executor.db_client_js import DB_CLIENT_JS
 from proxy.executor.sandbox import HandlerError, Sandbox
+from proxy.http.metrics_endpoint import metrics_text
+from proxy.http.request_id import request_id_for
+from proxy.http.responses import error_response
 from proxy.observability import metrics
-from proxy.server.request_id import request_id_for
 from proxy.settings import Settings
 
 log = logging.getLogger("modgate.executor")
@@ -83,17 +97,18 @@ class Executor:
         if self.pool is not None:
             await self.pool.close()
 
-    async def execute(self, payload: dict[str, Any]) -> tuple[int, Any]:
-        """The HTTP status and JSON body for one call."""
+    async def execute(self, payload: dict[str, Any]) -> Any:
+        """The handler's result for one call; a GatewayError (ExecutorError, BadRequest) when
+        the call is refused or the handler fails."""
         started = time.perf_counter()
         module_id = str(payload["module_id"])
         deadline = asyncio.get_running_loop().time() + self.settings.executor_timeout_seconds
         try:
             slots = await self.admission.acquire(module_id, deadline)
         except PoolBusy as busy:
-            outcome = "module_busy" if busy.code == "module_busy" else "rejected"
+            outcome = "module_busy" if isinstance(busy, ModuleBusy) else "rejected"
             metrics.EXECUTOR_CALLS.labels(outcome=outcome).inc()
-            return busy.status, _error(busy.message, busy.code)
+            raise
         metrics.EXECUTOR_IN_PROGRESS.inc()
         try:
             return await self._run(module_id, payload, deadline)
@@ -102,9 +117,7 @@ class Executor:
             metrics.EXECUTOR_IN_PROGRESS.dec()
             metrics.EXECUTOR_DURATION.observe(time.perf_counter() - started)
 
-    async def _run(
-        self, module_id: str, payload: dict[str, Any], deadline: float
-    ) -> tuple[int, Any]:
+    async def _run(self, module_id: str, payload: dict[str, Any], deadline: float) -> Any:
         site_id = payload.get("site_id")
         ctx = {
             "params": payload.get("params") or {},
@@ -129,9 +142,9 @@ class Executor:
             )
         except HandlerError as exc:
             metrics.EXECUTOR_CALLS.labels(outcome=exc.kind).inc()
-            return _handler_failure(exc, payload)
+            raise _failure(exc, payload) from exc
         metrics.EXECUTOR_CALLS.labels(outcome="ok").inc()
-        return 200, result
+        return result
 
     async def _db_call(self, module_id: str, site_id: str | None, spec_json: str) -> str:
         if self.pool is None:
@@ -149,29 +162,38 @@ class Executor:
         return orjson.dumps(result, default=str).decode()
 
 
-def _error(message: str, code: str) -> dict[str, str]:
-    return {"error": message, "code": code}
-
-
-def _handler_failure(exc: HandlerError, payload: dict[str, Any]) -> tuple[int, Any]:
+def _failure(exc: HandlerError, payload: dict[str, Any]) -> GatewayError:
+    """What a failed handler call answers; what the module's authors must fix is logged too."""
     where = f"handler {payload.get('handler_key')} of module {payload.get('module_id')}"
     if exc.kind == "timeout":
-        return 504, _error("The handler took too long", "handler_timeout")
+        return HandlerTimeout()
     if exc.kind == "memory":
         log.warning("%s exceeded its memory limit", where)
-        return 500, _error("The handler used too much memory", "handler_memory_exceeded")
+        return HandlerMemoryExceeded()
     if exc.kind == "syntax":
         log.warning("%s does not compile: %s", where, exc.message)
-        return 500, _error(f"The handler code does not compile: {exc.message}", "handler_invalid")
+        return HandlerInvalid(f"The handler code does not compile: {exc.message}")
     if exc.kind == "thrown":
         code = exc.code or ""
         if code == "PGRST116":
-            return 404, _error("Not found", "not_found")
+            return RowNotFound()
         if code.startswith(("22", "23")) or code in ("invalid_query", "invalid_identifier"):
-            return 400, _error(exc.message, "bad_request")
-        return 500, _error(exc.message, "handler_error")
+            return BadRequest(exc.message)  # a data error: the caller's values
+        return HandlerFailed(exc.message)
     log.error("%s failed (%s): %s", where, exc.kind, exc.message)
-    return 500, _error("The handler failed", "handler_error")
+    return HandlerFailed()
+
+
+def _call_of(body: bytes) -> dict[str, Any]:
+    """An execute request's payload: a JSON object with at least the required fields."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
+        metrics.EXECUTOR_CALLS.labels(outcome="invalid").inc()
+        raise BadRequest("Malformed execute request")
+    return payload
 
 
 EXECUTOR = web.AppKey("executor", Executor)
@@ -179,14 +201,13 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def build_executor_app(executor: Executor) -> web.Application:
-    from proxy.server.app import scrape
-
     app = web.Application(client_max_size=64 << 20)
     app[EXECUTOR] = executor
 
     async def lifecycle(_app: web.Application) -> Any:
         settings = executor.settings
-        if not settings.executor_token and settings.executor_host not in _LOOPBACK:
+        host = settings.listen_addresses.executor.host
+        if not settings.executor_token and host not in _LOOPBACK:
             log.warning(
                 "executor_token is unset and the executor listens on %s: anything that can "
                 "reach this port can run handlers for any module and site; set executor_token "
@@ -202,33 +223,17 @@ def build_executor_app(executor: Executor) -> web.Application:
 
     async def execute(request: web.Request) -> web.Response:
         request_id = request_id_for(request.headers.get("X-Request-ID"))
-        if expected is not None:
-            given = request.headers.get(TOKEN_HEADER, "").encode()
-            if not hmac.compare_digest(given, expected):
-                metrics.EXECUTOR_CALLS.labels(outcome="unauthorized").inc()
-                body = {
-                    **_error("Missing or invalid executor token", "unauthorized"),
-                    "request_id": request_id,
-                }
-                return web.Response(
-                    status=401,
-                    body=orjson.dumps(body),
-                    headers={"Content-Type": "application/json", "X-Request-ID": request_id},
-                )
         try:
-            payload = orjson.loads(await request.read())
-            if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
-                raise ValueError("missing fields")
-        except ValueError:
-            metrics.EXECUTOR_CALLS.labels(outcome="invalid").inc()
-            status, body = 400, _error("Malformed execute request", "bad_request")
-        else:
-            status, body = await executor.execute(payload)
-        if status != 200:
-            body = {**body, "request_id": request_id}
+            if expected is not None:
+                given = request.headers.get(TOKEN_HEADER, "").encode()
+                if not hmac.compare_digest(given, expected):
+                    metrics.EXECUTOR_CALLS.labels(outcome="unauthorized").inc()
+                    raise ExecutorTokenRefused()
+            result = await executor.execute(_call_of(await request.read()))
+        except GatewayError as err:
+            return error_response(err, request_id)
         return web.Response(
-            status=status,
-            body=orjson.dumps(body, default=str),
+            body=orjson.dumps(result, default=str),
             headers={"Content-Type": "application/json", "X-Request-ID": request_id},
         )
 
@@ -237,11 +242,6 @@ def build_executor_app(executor: Executor) -> web.Application:
 
     async def readyz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ready"})
-
-    async def metrics_text(_request: web.Request) -> web.Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
-
-        return web.Response(body=scrape(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/execute", execute)

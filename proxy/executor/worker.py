@@ -10,13 +10,14 @@ import sys
 from aiohttp import web
 
 from proxy.executor.service import Executor, build_executor_app
-from proxy.server.worker import EXIT_FATAL, EXIT_OK  # the supervisor reads these codes
+from proxy.exit_codes import EXIT_FATAL, EXIT_OK
 from proxy.settings import Settings
 
 log = logging.getLogger("modgate.executor")
 
 
 async def serve_executor(settings: Settings, *, reuse_port: bool = False) -> int:
+    address = settings.listen_addresses.executor
     runner = web.AppRunner(
         build_executor_app(Executor(settings)),
         handle_signals=False,
@@ -25,9 +26,7 @@ async def serve_executor(settings: Settings, *, reuse_port: bool = False) -> int
     )
     try:
         await runner.setup()
-        await web.TCPSite(
-            runner, settings.executor_host, settings.executor_port, reuse_port=reuse_port
-        ).start()
+        await web.TCPSite(runner, address.host, address.port, reuse_port=reuse_port).start()
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         await runner.cleanup()
@@ -36,7 +35,7 @@ async def serve_executor(settings: Settings, *, reuse_port: bool = False) -> int
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    log.info("modgate executor on http://%s:%d", settings.executor_host, settings.executor_port)
+    log.info("modgate executor on http://%s:%d", address.host, address.port)
     await stop.wait()
     await runner.cleanup()
     return EXIT_OK

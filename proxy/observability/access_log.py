@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 import orjson
 
+from proxy.tasks import cancel_and_wait
+
 BUFFER_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.5
 
@@ -53,10 +55,7 @@ class AccessLog:
         self._task = asyncio.create_task(self._run(), name="modgate-access-log")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self.flush()
 
     async def _run(self) -> None:

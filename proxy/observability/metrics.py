@@ -13,7 +13,12 @@ Labels stay bounded: `module` is the module's alias (or id), `route` its templat
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 # Sub-millisecond to tens of seconds: a proxy's own work is ~100 µs, an upstream's up to its
 # timeout (30 s by default).
@@ -196,3 +201,34 @@ HANDLER_POOL_REQUESTS = Counter(
     "past executor_max_response_bytes).",
     ["result"],
 )
+
+
+# -- label children bound once ------------------------------------------------------------------
+# Label tuples kept per metric: past it, each call binds anew (correct, only slower), so label
+# values that turn out unbounded cannot grow a worker's memory.
+_MAX_BOUND_CHILDREN = 50_000
+
+
+class BoundLabels(Generic[M]):
+    """A metric's children, each bound once per tuple of label values (in label order).
+
+    `.labels()` checks and joins its values on every call (about 1 us, more than the local
+    rate-limit bucket costs), so hot-path code asks this instead: one dict lookup.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[object, ...], M] = {}
+
+    def __call__(self, *values: object) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._metric.labels(*values)
+            if len(self._children) < _MAX_BOUND_CHILDREN:
+                self._children[values] = child
+        return child
+
+    def __repr__(self) -> str:
+        return f"<BoundLabels {self._metric._name} children={len(self._children)}>"

@@ -15,7 +15,7 @@ Strategy:
   write_failed), and it counts against the bounds until then. So rows are written in the order
   they were recorded, and memory is bounded by `queue_size` rows / `queue_bytes` bytes in all.
 - A failed write (StoreError: Postgres down, or a timeout) keeps the head, whole and
-  unchanged, and the next try waits for the backoff's delay (proxy/store/backoff.py, on the
+  unchanged, and the next try waits for the backoff's delay (proxy/retry.py, on the
   injected clock): a dead server gets one try per delay, never a stream of batches, and the
   rows behind the head keep queueing. Once a try succeeds, the backlog is written at once.
   One WARNING per failure streak, one INFO when writes recover.
@@ -47,8 +47,7 @@ from typing import Final
 
 from proxy.errors import StoreError
 from proxy.observability import metrics
-from proxy.store.backoff import Backoff
-from proxy.store.commit import WriteAttempt
+from proxy.retry import Backoff, WriteAttempt
 
 log = logging.getLogger("modgate.request_log")
 

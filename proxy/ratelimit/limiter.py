@@ -34,6 +34,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from proxy.auth.client_address import IPAddress
+from proxy.auth.key_fields import DEFAULT_RATE_LIMIT_PER_MINUTE
 from proxy.auth.principal import Principal
 from proxy.errors import ServiceUnavailable
 from proxy.observability import metrics
@@ -43,14 +44,12 @@ from proxy.ratelimit.local_limiter import LocalLimiter
 from proxy.ratelimit.redis_limiter import RedisLimiter
 from proxy.routing.model import RouteSpec
 
-# Bound once: .labels() per request would cost more than the local bucket itself.
-_DECISION_COUNTERS = {
-    backend: tuple(
-        metrics.RATELIMIT_DECISIONS.labels(decision=name, backend=backend)
-        for name in ("allowed", "limited", "quota")
-    )
-    for backend in ("redis", "local")
-}
+_DECISIONS = metrics.BoundLabels(metrics.RATELIMIT_DECISIONS)  # by decision, backend
+_DECISION_NAMES = ("allowed", "limited", "quota")  # by Decision.limited_by
+for _backend in ("redis", "local"):
+    for _name in _DECISION_NAMES:
+        _DECISIONS(_name, _backend)  # the series exist from the start, at 0
+_REDIS_ERRORS = metrics.BoundLabels(metrics.REDIS_ERRORS)  # by kind
 _MAX_CALLER_LENGTH = 128
 
 
@@ -64,7 +63,7 @@ class RateLimiter:
         redis: RedisLimiter | None = None,
         breaker: CircuitBreaker | None = None,
         policy: str = "local",
-        default_per_minute: int = 60,
+        default_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE,
         default_per_day: int = 0,
     ) -> None:
         self.local = local
@@ -113,10 +112,10 @@ class RateLimiter:
             try:
                 decision = await self.redis.hit(bucket, per_minute, per_day)  # within its budget
             except TimeoutError:
-                metrics.REDIS_ERRORS.labels(kind="timeout").inc()
+                _REDIS_ERRORS("timeout").inc()
                 self.breaker.failure("timeout")
             except (RedisError, OSError) as exc:
-                metrics.REDIS_ERRORS.labels(kind="error").inc()
+                _REDIS_ERRORS("error").inc()
                 self.breaker.failure(type(exc).__name__)
             except asyncio.CancelledError:
                 self.breaker.abandon()
@@ -128,7 +127,7 @@ class RateLimiter:
 
     def _fallback(self, bucket: str, per_minute: int, per_day: int) -> Decision | None:
         if self.policy == "open":
-            metrics.RATELIMIT_DECISIONS.labels(decision="allowed", backend="open").inc()
+            _DECISIONS("allowed", "open").inc()
             return None
         if self.policy == "closed":
             raise ServiceUnavailable("Rate limiting is unavailable")
@@ -138,7 +137,7 @@ class RateLimiter:
 
     @staticmethod
     def _count(decision: Decision, backend: str) -> Decision:
-        _DECISION_COUNTERS[backend][decision.limited_by].inc()
+        _DECISIONS(_DECISION_NAMES[decision.limited_by], backend).inc()
         return decision
 
 

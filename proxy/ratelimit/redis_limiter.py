@@ -49,7 +49,7 @@ from proxy.observability import metrics
 from proxy.ratelimit.decision import Decision, decision_from
 from proxy.ratelimit.local_limiter import LocalLimiter
 from proxy.ratelimit.script import TOKEN_BUCKET_LUA
-from proxy.store.backoff import Backoff
+from proxy.retry import Backoff
 
 log = logging.getLogger("modgate.ratelimit")
 

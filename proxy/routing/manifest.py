@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from yarl import URL
 
 from proxy.errors import ManifestError
+from proxy.interning import interned
 from proxy.routing.model import ENCODED_SLASHES, HANDLER_TYPES, METHODS, ModuleSpec, RouteSpec
+from proxy.yaml_text import InvalidYaml, parse_yaml
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _MODULE_KEYS = frozenset({"id", "name", "upstream", "routes"})
@@ -54,12 +55,9 @@ def load_manifest(path: str | Path) -> Manifest:
 
 def parse_manifest_text(text: str, source: str = "<manifest>") -> Manifest:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ManifestError(f"{source}: invalid YAML{where}: {problem}") from None
+        data = parse_yaml(text)
+    except InvalidYaml as exc:
+        raise ManifestError(f"{source}: {exc}") from None
     return parse_manifest(data, source)
 
 
@@ -156,19 +154,19 @@ def _path(value: object, source: str, where: str) -> str:
 
 def _method(value: object, source: str, where: str) -> str:
     if isinstance(value, str) and value.upper() in METHODS:
-        return value.upper()
+        return interned(value.upper())
     raise _fail(source, where, f"one of {', '.join(METHODS)}", value)
 
 
 def _handler_type(value: object, source: str, where: str) -> str:
     if value in HANDLER_TYPES:
-        return str(value)
+        return interned(str(value))
     raise _fail(source, where, f"one of {', '.join(HANDLER_TYPES)}", value)
 
 
 def _encoded_slashes(value: object, source: str, where: str) -> str:
     if value in ENCODED_SLASHES:
-        return str(value)
+        return interned(str(value))
     raise _fail(source, where, f"one of {', '.join(ENCODED_SLASHES)}", value)
 
 
@@ -188,7 +186,7 @@ def _scopes(value: object, source: str, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, list) and all(isinstance(s, str) and s and " " not in s for s in value):
-        return tuple(value)
+        return interned(tuple(value))
     raise _fail(source, where, "a list of scope strings", value)
 
 

@@ -175,22 +175,13 @@ class Match(Generic[T]):
 
 
 class PathMatcher(Generic[T]):
-    """An immutable route table; build it with `PathMatcher.build`."""
+    """A route table, never changed once built; build it with `PathMatcher.build`."""
 
     __slots__ = ("_count", "_root")
 
-    _root: _Node[T]
-    _count: int
-
     def __init__(self, root: _Node[T], count: int) -> None:
-        object.__setattr__(self, "_root", root)
-        object.__setattr__(self, "_count", count)
-
-    def __setattr__(self, name: str, value: Any) -> NoReturn:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> NoReturn:
-        raise AttributeError(f"{type(self).__name__} is immutable")
+        self._root = root
+        self._count = count
 
     @classmethod
     def build(cls, entries: Iterable[tuple[str, str, T]]) -> PathMatcher[T]:
@@ -292,24 +283,18 @@ def _canonical(pattern: str, segments: list[str]) -> str:
     return pattern if template == pattern else template
 
 
-_NEW = object.__new__
-
-
 def _matched(entries: tuple[Any, ...], at: int, values: list[str]) -> Match[Any]:
     """The Match for the entry at `at`, with a fresh params dict (one key per captured value
-    is an invariant of the search). Built without calling Match.__init__: about 90 ns less
-    per request."""
+    is an invariant of the search)."""
     keys = entries[at + 1]
-    match: Match[Any] = _NEW(Match)
-    match.payload = entries[at]
+    params: dict[str, str]
     if not keys:
-        match.params = {}  # most routes: no zip, no dict() call
+        params = {}  # most routes; dict(zip(...)) costs about 300 ns more
     elif len(keys) == 1:
-        match.params = {keys[0]: values[0]}
+        params = {keys[0]: values[0]}
     else:
-        match.params = dict(zip(keys, values))  # noqa: B905 (strict= costs more than the lookup)
-    match.template = entries[at + 2]
-    return match
+        params = dict(zip(keys, values, strict=True))
+    return Match(entries[at], params, entries[at + 2])
 
 
 def _split(raw_path: str) -> list[str] | None:

@@ -7,8 +7,7 @@ the upstream URL pieces) so the hot path only matches and reads attributes.
 from __future__ import annotations
 
 import hashlib
-import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import orjson
@@ -119,21 +118,12 @@ def _raw_rest(raw_path: str, rest_index: int) -> str:
 
 
 class CompiledRoute:
-    """One route ready to serve: its spec, its template (for logs/metrics) and its target.
-
-    `spec` is the route as requests read it (`_served`): the fields only the compiler or the
-    documentation reads are dropped, so a worker holding 100k routes does not hold their docs.
-    """
+    """One route ready to serve: its spec, its template (for logs/metrics) and its target."""
 
     __slots__ = ("handler_key", "spec", "static", "target", "template")
 
-    def __init__(
-        self,
-        spec: RouteSpec,
-        module_target: UpstreamTarget | None,
-        *,
-        shared: dict[tuple[str, ...], tuple[str, ...]] | None = None,
-    ) -> None:
+    def __init__(self, spec: RouteSpec, module_target: UpstreamTarget | None) -> None:
+        self.spec = spec
         self.template = normalize_template(spec.path)
         self.static: StaticBody | None = None
         self.target: UpstreamTarget | None = None
@@ -156,46 +146,9 @@ class CompiledRoute:
                     f"{spec.method} {spec.path}: a proxy route needs handler_url "
                     "or the module's upstream"
                 )
-        self.spec = _served(spec, {} if shared is None else shared)
 
     def __repr__(self) -> str:
         return f"<CompiledRoute {self.spec.method} {self.template} {self.spec.handler_type}>"
-
-
-def _served(spec: RouteSpec, shared: dict[tuple[str, ...], tuple[str, ...]]) -> RouteSpec:
-    """The spec as requests read it, sharing what many routes repeat; `spec` itself when
-    there is nothing to drop or share (no copy).
-
-    Dropped: summary, description and the schemas (documentation, never read when serving)
-    and a static route's handler_code (its body is `CompiledRoute.static`). Shared: method
-    and handler type (interned) and equal required_scopes tuples (one per table).
-    """
-    method = sys.intern(spec.method)
-    handler_type = sys.intern(spec.handler_type)
-    scopes = shared.setdefault(spec.required_scopes, spec.required_scopes)
-    code = None if spec.handler_type == "static" else spec.handler_code
-    if (
-        method is spec.method
-        and handler_type is spec.handler_type
-        and scopes is spec.required_scopes
-        and code is spec.handler_code
-        and spec.summary is None
-        and spec.description is None
-        and spec.request_schema is None
-        and spec.response_schema is None
-    ):
-        return spec
-    return replace(
-        spec,
-        method=method,
-        handler_type=handler_type,
-        required_scopes=scopes,
-        handler_code=code,
-        summary=None,
-        description=None,
-        request_schema=None,
-        response_schema=None,
-    )
 
 
 class ModuleTable:
@@ -211,8 +164,7 @@ class ModuleTable:
         upstream = (
             UpstreamTarget(spec.upstream.rstrip("/"), keep_path=True) if spec.upstream else None
         )
-        shared: dict[tuple[str, ...], tuple[str, ...]] = {}
-        routes = [CompiledRoute(r, upstream, shared=shared) for r in spec.routes]
+        routes = [CompiledRoute(r, upstream) for r in spec.routes]
         # The template, not the path: the matcher then keeps the same string object.
         self.matcher: PathMatcher[CompiledRoute] = PathMatcher.build(
             (route.template, route.spec.method, route) for route in routes

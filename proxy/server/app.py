@@ -2,41 +2,44 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from proxy.auth.cors import VARY
 from proxy.errors import GatewayError
+from proxy.http.metrics_endpoint import metrics_text
+from proxy.http.request_id import request_id_for
+from proxy.http.responses import error_response
 from proxy.server.gateway import Gateway
 from proxy.server.pipeline import Pipeline
 from proxy.server.protocol import MAX_FIELD_BYTES, MAX_URL_BYTES, ClientLimits, EdgeServer
-from proxy.server.request_id import request_id_for
-from proxy.server.responses import error_response
+from proxy.upstream.forwarder import Forwarder
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 GATEWAY = web.AppKey("gateway", Gateway)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 
 
 def public_pipeline(gateway: Gateway) -> Pipeline:
-    """The request pipeline over a started gateway's resources."""
-    assert gateway.pool is not None and gateway.authenticator is not None
+    """The request pipeline over a gateway's parts (it serves once the gateway has started)."""
     settings = gateway.settings
+    forwarder = Forwarder(
+        gateway.pool,
+        addresses=gateway.addresses,
+        max_body_bytes=settings.max_body_bytes,
+        gateway_cors=gateway.cors.enabled,
+    )
     return Pipeline(
         gateway.registry,
-        gateway.pool,
         gateway.authenticator,
+        forwarder,
         cors=gateway.cors,
         addresses=gateway.addresses,
         limiter=gateway.limiter,
         observer=gateway.observer,
         executor=gateway.executor,
-        max_body_bytes=settings.max_body_bytes,
         sidecar_module=settings.sidecar_module if settings.mode == "sidecar" else None,
     )
 
@@ -77,21 +80,18 @@ def build_public_app(gateway: Gateway) -> web.Application:
         }
     )
     app[GATEWAY] = gateway
+    app[PIPELINE] = pipeline = public_pipeline(gateway)
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await gateway.start()
-        app[PIPELINE] = public_pipeline(gateway)
         yield
         await gateway.stop()
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await request.app[PIPELINE].handle(request)
 
     async def no_expect_handler(_request: web.Request) -> None:
         """`Expect: 100-continue` is answered by the pipeline, once past auth and limits."""
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=no_expect_handler)
+    app.router.add_route("*", "/{tail:.*}", pipeline.handle, expect_handler=no_expect_handler)
     return app
 
 
@@ -138,22 +138,10 @@ def build_admin_app(gateway: Gateway) -> web.Application:
         request_id = request_id_for(request.headers.get("X-Request-ID"))
         return error_response(_AdminError(503, "not_ready", reason), request_id)
 
-    async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(body=scrape(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_text)
     return app
-
-
-def scrape() -> bytes:
-    """The metrics text: this process's registry, or with --workers every worker's summed."""
-    if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest()
 
 
 def _json(status: int, data: dict[str, object]) -> web.Response:

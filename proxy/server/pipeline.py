@@ -1,11 +1,14 @@
 """The request pipeline, top to bottom: module -> (CORS preflight) -> route -> authenticate
 -> authorize -> rate limit -> dispatch.
 
-Every step either returns what the next one needs or raises a GatewayError, which becomes the
-error shape in exactly one place (`handle`). Headers every response must carry (X-Request-ID,
-CORS) are collected in one dict as the steps learn them and applied to whatever answers,
-success or error. Nothing here touches a database or a file: route tables and keys are in
-memory, refreshed by the stores.
+Every step takes the request and its `RequestContext`, records there what it learned, and
+either returns what the next one needs or raises a GatewayError, which becomes the error shape
+in exactly one place (`handle`). Headers every response must carry (X-Request-ID, CORS,
+rate-limit headers) are collected in `ctx.response_headers` as the steps learn them and
+applied to whatever answers, success or error. Nothing here touches a database or a file:
+route tables and keys are in memory, refreshed by the stores. What an upstream is sent is the
+Forwarder's business (proxy/upstream/forwarder.py): the pipeline says who is calling and where
+to.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from aiohttp import web
 from proxy.auth.authenticator import Authenticator, authorize
 from proxy.auth.client_address import ClientAddressResolver
 from proxy.auth.cors import VARY, CorsPolicy, is_preflight
-from proxy.auth.principal import Principal
 from proxy.errors import (
     BadRequest,
     Forbidden,
@@ -35,8 +37,11 @@ from proxy.errors import (
     ServiceUnavailable,
 )
 from proxy.executor.client import ExecutorClient, visible_headers
-from proxy.observability.observer import RequestInfo, RequestObserver
+from proxy.http.request_id import request_id_for
+from proxy.http.responses import error_response
+from proxy.observability.observer import RequestObserver
 from proxy.ratelimit.limiter import RateLimiter, is_quota
+from proxy.request_context import RequestContext
 from proxy.routing.matcher import Match
 from proxy.routing.normalize import (
     has_encoded_slash,
@@ -46,119 +51,125 @@ from proxy.routing.normalize import (
 )
 from proxy.routing.registry import RouteRegistry
 from proxy.routing.table import CompiledRoute, ModuleTable
-from proxy.server.request_id import request_id_for
-from proxy.server.responses import error_response
-from proxy.upstream.forward import forward, invite_body
-from proxy.upstream.headers import check_framing, request_header_lines
-from proxy.upstream.pool import UpstreamPool
+from proxy.upstream.forward import invite_body
+from proxy.upstream.forwarder import Forwarder
+from proxy.upstream.headers import check_framing
 
 log = logging.getLogger("modgate.request")
 
 MODULE_PREFIX = "/api/modules/"
+# A handler's body is held in memory (it is handed over as JSON): bounded even when
+# max_body_bytes is 0 (unlimited for streamed proxy bodies).
+_HANDLER_BODY_LIMIT = 10 * 1024 * 1024
 
 
 class Pipeline:
     """Serves the public port. `sidecar_module` set: that one module answers every path."""
 
     __slots__ = (
-        "addresses", "auth", "cors", "executor", "limiter", "max_body_bytes", "observer",
-        "pool", "registry", "sidecar_module",
+        "addresses", "auth", "cors", "executor", "forwarder", "handler_body_limit", "limiter",
+        "observer", "registry", "sidecar_module",
     )  # fmt: skip
 
     def __init__(
         self,
         registry: RouteRegistry,
-        pool: UpstreamPool,
         auth: Authenticator,
+        forwarder: Forwarder,
         *,
         cors: CorsPolicy,
         addresses: ClientAddressResolver,
         limiter: RateLimiter | None = None,
         observer: RequestObserver | None = None,
         executor: ExecutorClient | None = None,
-        max_body_bytes: int,
         sidecar_module: str | None = None,
     ) -> None:
         self.registry = registry
-        self.pool = pool
         self.auth = auth
+        self.forwarder = forwarder
         self.cors = cors
         self.addresses = addresses
         self.limiter = limiter
         self.observer = observer
         self.executor = executor
-        self.max_body_bytes = max_body_bytes
         self.sidecar_module = sidecar_module
+        self.handler_body_limit = forwarder.max_body_bytes or _HANDLER_BODY_LIMIT
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = request_id_for(request.headers.get("X-Request-ID"))
-        extra = {"X-Request-ID": request_id}
+        ctx = RequestContext(request_id_for(request.headers.get("X-Request-ID")), started)
         if self.cors.enabled:
-            self._cors_headers(request, extra)
-        info = RequestInfo()
+            self._cors_headers(request, ctx)
         error: str | None = None
         try:
-            response = await self._serve(request, extra, info)
+            response = await self._serve(request, ctx)
         except GatewayError as err:
             error = err.message
-            response = error_response(err, request_id, extra)
+            response = error_response(err, ctx.request_id, ctx.response_headers)
             if err.closes_connection:
                 response.force_close()
         except Exception:
-            log.exception("unhandled error serving %s (request %s)", request.method, request_id)
+            log.exception("unhandled error serving %s (request %s)", request.method, ctx.request_id)
             error = InternalError.default_message
-            response = error_response(InternalError(), request_id, extra)
+            response = error_response(InternalError(), ctx.request_id, ctx.response_headers)
         if self.observer is not None:
-            self.observer.observe(request, response, info, started, request_id, error)
+            self.observer.observe(request, response, ctx, error)
         return response
 
-    async def _serve(
-        self, request: web.BaseRequest, extra: dict[str, str], info: RequestInfo
-    ) -> web.StreamResponse:
+    def _cors_headers(self, request: web.BaseRequest, ctx: RequestContext) -> None:
+        """What every response carries while CORS is on, errors included: Vary: Origin, and
+        for an allowed origin the gateway's Access-Control-* (proxy/auth/cors.py)."""
+        ctx.response_headers["Vary"] = VARY
+        headers = request.headers
+        origin = headers.get("Origin")
+        if origin is not None and self.cors.allows(origin):
+            preflight = is_preflight(
+                request.method, origin, headers.get("Access-Control-Request-Method")
+            )
+            ctx.response_headers.update(self.cors.response_headers(origin, preflight=preflight))
+
+    async def _serve(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
         headers = request.headers
         check_framing(headers)
+        table = self._locate(request, ctx)
+        origin = headers.get("Origin")
+        if self.cors.enabled:
+            requested = headers.get("Access-Control-Request-Method")
+            if is_preflight(request.method, origin, requested):
+                if not self.cors.allows(origin):
+                    raise Forbidden("Origin not allowed")
+                return self._preflight(ctx, table, requested or "")
+        match = self._match(request, ctx, table)
+        spec = match.payload.spec
+        ctx.client_ip = client_ip = self.addresses.resolve(
+            request.remote, headers.get("X-Forwarded-For")
+        )
+        ctx.principal = principal = await self.auth.authenticate(headers, spec, ctx.query)
+        authorize(principal, spec, table.id, client_ip, origin)
+        if self.limiter is not None:
+            decision = await self.limiter.check(principal, spec, table.id, client_ip)
+            if decision is not None:
+                limit_headers = decision.headers()
+                ctx.response_headers.update(limit_headers)
+                if not decision.allowed:
+                    raise RateLimited(limit_headers, quota=is_quota(decision))
+        return await self._dispatch(request, ctx, match)
+
+    def _locate(self, request: web.BaseRequest, ctx: RequestContext) -> ModuleTable:
+        """The module's table; it, the normalised path within the module and the query go in
+        `ctx`."""
         target = request.raw_path
         if "#" in target:
             # Never part of a request target (RFC 9112 section 3.2); upstreams cut the path at
             # it, so the path they resolve would not be the one matched.
             raise BadRequest("A request target cannot contain '#'")
         if target[:1] != "/":
-            target = origin_form(target, headers.get("Host"))
+            target = origin_form(target, request.headers.get("Host"))
         path, _, query = target.partition("?")
         table, raw_module_path = self._module_for(path)
         # Matched and forwarded alike: what the upstream resolves is what was authorised.
-        module_path = normalize_path(raw_module_path)
-        info.table, info.module_path, info.query = table, module_path, query
-
-        origin = headers.get("Origin")
-        requested = headers.get("Access-Control-Request-Method")
-        if self.cors.enabled and is_preflight(request.method, origin, requested):
-            if not self.cors.allows(origin):
-                raise Forbidden("Origin not allowed")
-            return self._preflight(table, module_path, requested or "", extra, info)
-
-        match = table.match(module_path, request.method)
-        info.route = match.payload
-        spec = match.payload.spec
-        if has_encoded_slash(module_path):
-            if spec.encoded_slashes != "keep":
-                raise BadRequest("Encoded slashes (%2F, %5C) are not accepted in this path")
-            if hides_dot_segment(module_path):
-                raise BadRequest("Encoded slashes cannot hide dot segments")
-        info.client_ip = client_ip = self.addresses.resolve(
-            request.remote, headers.get("X-Forwarded-For")
-        )
-        info.principal = principal = await self.auth.authenticate(headers, spec, query)
-        authorize(principal, spec, table.id, client_ip, origin)
-        if self.limiter is not None:
-            decision = await self.limiter.check(principal, spec, table.id, client_ip)
-            if decision is not None:
-                limit_headers = decision.headers()
-                extra.update(limit_headers)
-                if not decision.allowed:
-                    raise RateLimited(limit_headers, quota=is_quota(decision))
-        return await self._dispatch(request, table, match, module_path, query, principal, extra)
+        ctx.table, ctx.module_path, ctx.query = table, normalize_path(raw_module_path), query
+        return table
 
     def _module_for(self, path: str) -> tuple[ModuleTable, str]:
         """The module's table and the path after /api/modules/{id} (the whole path in sidecar)."""
@@ -181,104 +192,55 @@ class Pipeline:
             raise ServiceUnavailable("Route tables are not loaded yet")
         raise ModuleNotFound()
 
-    def _cors_headers(self, request: web.BaseRequest, extra: dict[str, str]) -> None:
-        """What every response carries while CORS is on, errors included: Vary: Origin, and
-        for an allowed origin the gateway's Access-Control-* (proxy/auth/cors.py)."""
-        extra["Vary"] = VARY
-        headers = request.headers
-        origin = headers.get("Origin")
-        if origin is not None and self.cors.allows(origin):
-            preflight = is_preflight(
-                request.method, origin, headers.get("Access-Control-Request-Method")
-            )
-            extra.update(self.cors.response_headers(origin, preflight=preflight))
+    def _match(
+        self, request: web.BaseRequest, ctx: RequestContext, table: ModuleTable
+    ) -> Match[CompiledRoute]:
+        """The route for the method and path (404 / 405 when none); it goes in `ctx`."""
+        module_path = ctx.module_path
+        match = table.match(module_path, request.method)
+        ctx.route = match.payload
+        if has_encoded_slash(module_path):
+            if match.payload.spec.encoded_slashes != "keep":
+                raise BadRequest("Encoded slashes (%2F, %5C) are not accepted in this path")
+            if hides_dot_segment(module_path):
+                raise BadRequest("Encoded slashes cannot hide dot segments")
+        return match
 
-    def _preflight(
-        self,
-        table: ModuleTable,
-        module_path: str,
-        requested: str,
-        extra: dict[str, str],
-        info: RequestInfo,
-    ) -> web.Response:
+    def _preflight(self, ctx: RequestContext, table: ModuleTable, requested: str) -> web.Response:
         """An allowed origin's preflight: the methods the path accepts (404 when none). It is
         counted under the route the requested method would reach (the path's first route when
         that method has none: the browser then refuses the call itself)."""
+        module_path = ctx.module_path
         methods = table.matcher.allowed_methods(module_path)
         if not methods:
             raise RouteNotFound()
-        info.route = table.match(
+        ctx.route = table.match(
             module_path, requested if requested in methods else methods[0]
         ).payload
         if "OPTIONS" not in methods:
             methods = (*methods, "OPTIONS")
-        extra.update(self.cors.preflight_headers(methods))
-        return web.Response(status=204, headers=extra)
+        ctx.response_headers.update(self.cors.preflight_headers(methods))
+        return web.Response(status=204, headers=ctx.response_headers)
 
     async def _dispatch(
-        self,
-        request: web.BaseRequest,
-        table: ModuleTable,
-        match: Match[CompiledRoute],
-        module_path: str,
-        query: str,
-        principal: Principal,
-        extra: dict[str, str],
+        self, request: web.BaseRequest, ctx: RequestContext, match: Match[CompiledRoute]
     ) -> web.StreamResponse:
+        """The answer: a static route's body, a function route's handler, or the upstream's."""
         route = match.payload
         static = route.static
         if static is not None:
-            extra["Content-Type"] = static.content_type
-            return web.Response(body=static.body, headers=extra)
+            ctx.response_headers["Content-Type"] = static.content_type
+            return web.Response(body=static.body, headers=ctx.response_headers)
         target = route.target
         if target is None:
-            return await self._call_handler(request, table, match, query, principal, extra)
-        path = target.path_for(module_path, query, match.params)
-        endpoint = self.pool.endpoint(target.origin)
-        headers = request.headers
-        keep_out = _NOTHING
-        credential = principal.credential_header
-        if credential and not route.spec.forward_credentials:
-            keep_out = _CREDENTIAL_NAMES[credential]
-        if endpoint.authorization is not None:
-            keep_out = keep_out | _AUTHORIZATION  # the URL's credentials replace the client's
-        peer = request.remote or ""
-        trusted = self.addresses.trusts(peer)
-        lines = request_header_lines(
-            request.raw_headers, "Connection" in headers, keep_out, trusted_peer=trusted
-        )
-        # The chain so far counts only from a trusted proxy; anyone else starts it afresh.
-        forwarded_for = headers.get("X-Forwarded-For") if trusted else None
-        lines.append(
-            f"X-Forwarded-For: {forwarded_for}, {peer}\r\n".encode()
-            if forwarded_for
-            else f"X-Forwarded-For: {peer}\r\n".encode()
-        )
-        lines.append(_PROTO_LINES[request.scheme])
-        if request.host:
-            # As sent (llhttp refused CR/LF/NUL); its bytes need not be UTF-8.
-            host = request.host.encode("utf-8", "surrogateescape")
-            lines.append(b"X-Forwarded-Host: " + host + b"\r\n")
-        lines += _identity_lines(extra["X-Request-ID"], table.id, principal)
-        return await forward(
-            request,
-            self.pool,
-            endpoint,
-            path,
-            lines,
-            max_body_bytes=self.max_body_bytes,
-            extra=extra,
-            own_cors=self.cors.enabled,
+            return await self._call_handler(request, ctx, match)
+        path = target.path_for(ctx.module_path, ctx.query, match.params)
+        return await self.forwarder.forward(
+            request, ctx, target, path, forward_credentials=route.spec.forward_credentials
         )
 
     async def _call_handler(
-        self,
-        request: web.BaseRequest,
-        table: ModuleTable,
-        match: Match[CompiledRoute],
-        query: str,
-        principal: Principal,
-        extra: dict[str, str],
+        self, request: web.BaseRequest, ctx: RequestContext, match: Match[CompiledRoute]
     ) -> web.StreamResponse:
         """A function route: its handler runs in the pool, with the caller's context."""
         if self.executor is None:
@@ -286,28 +248,30 @@ class Pipeline:
                 "Function handlers run in the handler pool, which this gateway is not given "
                 "(executor_url)"
             )
+        table, who = ctx.table, ctx.principal
+        assert table is not None and who is not None, "dispatched before authentication"
         route = match.payload
         payload = {
             "module_id": table.id,
-            "site_id": principal.site_id,
-            "user_id": principal.user_id,
-            "api_key_id": principal.api_key_id,
-            "scopes": list(principal.grants.scopes),
+            "site_id": who.site_id,
+            "user_id": who.user_id,
+            "api_key_id": who.api_key_id,
+            "scopes": list(who.grants.scopes),
             "route_id": route.spec.id,
             "handler_key": route.handler_key,
             "code": route.spec.handler_code,
             "params": match.params,
-            "query": dict(parse_qsl(query)),
+            "query": dict(parse_qsl(ctx.query)),
             "body": await self._json_body(request),
             "headers": visible_headers(request.headers),
         }
-        return await self.executor.call(payload, extra)
+        return await self.executor.call(payload, ctx)
 
     async def _json_body(self, request: web.BaseRequest) -> Any:
         """The request body as JSON (None when empty): 413 past the limit, 400 if malformed."""
         if not request.body_exists:
             return None
-        limit = self.max_body_bytes or _HANDLER_BODY_LIMIT
+        limit = self.handler_body_limit
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
         await invite_body(request)
@@ -320,32 +284,3 @@ class Pipeline:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise BadRequest("Malformed JSON body") from None
-
-
-# A handler's body is held in memory (it is handed over as JSON): bounded even when
-# max_body_bytes is 0 (unlimited for streamed proxy bodies).
-_HANDLER_BODY_LIMIT = 10 * 1024 * 1024
-
-
-_NOTHING: frozenset[bytes] = frozenset()
-_AUTHORIZATION = frozenset({b"authorization"})
-_CREDENTIAL_NAMES = {"X-API-Key": frozenset({b"x-api-key"}), "Authorization": _AUTHORIZATION}
-_PROTO_LINES = {
-    "http": b"X-Forwarded-Proto: http\r\n",
-    "https": b"X-Forwarded-Proto: https\r\n",
-}
-
-
-def _identity_lines(request_id: str, module_id: str, who: Principal) -> list[bytes]:
-    """The request id and who is calling, for the module service (the client's own versions
-    of these headers were stripped)."""
-    lines = [f"X-Request-ID: {request_id}\r\n", f"X-Module-Id: {module_id}\r\n"]
-    if who.site_id:
-        lines.append(f"X-Site-Id: {who.site_id}\r\n")
-    if who.user_id and who.user_id.isprintable():
-        lines.append(f"X-User-Id: {who.user_id}\r\n")
-    if who.api_key is not None:
-        lines.append(f"X-Api-Key-Id: {who.api_key.record.id}\r\n")
-    if who.grants.scopes:
-        lines.append(f"X-Scopes: {' '.join(who.grants.scopes)}\r\n")
-    return [line.encode("utf-8", "surrogateescape") for line in lines]

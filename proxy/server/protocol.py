@@ -59,10 +59,11 @@ from proxy.errors import (
     TooManyConnections,
     UriTooLong,
 )
+from proxy.http.request_id import request_id_for
+from proxy.http.responses import error_response
 from proxy.observability import metrics
-from proxy.observability.observer import RequestInfo, RequestObserver
-from proxy.server.request_id import request_id_for
-from proxy.server.responses import error_response
+from proxy.observability.observer import RequestObserver
+from proxy.request_context import RequestContext
 
 if TYPE_CHECKING:
     from proxy.settings import Settings
@@ -343,9 +344,8 @@ class ClientConnection(RequestHandler):
         else:  # a bug: its traceback is wanted
             log.error("unhandled error serving %s (request %s)", peer, request_id, exc_info=exc)
         if self._observer is not None:
-            self._observer.observe(
-                request, response, RequestInfo(), time.perf_counter(), request_id, err.message
-            )
+            ctx = RequestContext(request_id, time.perf_counter())
+            self._observer.observe(request, response, ctx, err.message)
         return response
 
 

@@ -20,9 +20,10 @@ from types import FrameType
 
 from prometheus_client import multiprocess
 
-from proxy.server.worker import EXIT_FATAL, EXIT_OK, worker_main
+from proxy.exit_codes import EXIT_FATAL, EXIT_OK
+from proxy.retry import Backoff
+from proxy.server.worker import worker_main
 from proxy.settings import Settings
-from proxy.store.backoff import Backoff
 
 log = logging.getLogger("modgate.supervisor")
 

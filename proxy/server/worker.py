@@ -17,6 +17,7 @@ import sys
 from aiohttp import web
 
 from proxy.errors import ConfigError
+from proxy.exit_codes import EXIT_FATAL, EXIT_OK
 from proxy.server.app import build_admin_app, build_public_server, public_pipeline
 from proxy.server.gateway import Gateway
 from proxy.server.protocol import ClientLimits
@@ -24,34 +25,37 @@ from proxy.settings import Settings
 
 log = logging.getLogger("modgate.server")
 
-EXIT_OK = 0
-EXIT_FATAL = 2  # misconfiguration or port in use: restarting the worker will not help
 # How long a worker beside others waits to be ready before it listens on the public port.
 STARTUP_WAIT_SECONDS = 30.0
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
-    gateway = Gateway(settings)
-    public: web.ServerRunner | None = None
+    try:
+        gateway = Gateway(settings)  # a JWT public key that cannot be used is refused here
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_FATAL
+    listen = settings.listen_addresses
+    public = web.ServerRunner(
+        build_public_server(public_pipeline(gateway), ClientLimits.from_settings(settings)),
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+    )
     admin = web.AppRunner(
         build_admin_app(gateway), handle_signals=False, access_log=None, shutdown_timeout=1.0
     )
     try:
         await gateway.start()
-        public = web.ServerRunner(
-            build_public_server(public_pipeline(gateway), ClientLimits.from_settings(settings)),
-            handle_signals=False,
-            shutdown_timeout=settings.shutdown_grace_seconds,
-        )
         await public.setup()
         await admin.setup()
-        host, port = settings.listen_host, settings.listen_port
         await web.TCPSite(
-            admin, settings.admin_host, settings.admin_port, reuse_port=reuse_port
+            admin, listen.admin.host, listen.admin.port, reuse_port=reuse_port
         ).start()
         if reuse_port:
             await _until_ready(gateway, STARTUP_WAIT_SECONDS)
-        await web.TCPSite(public, host, port, reuse_port=reuse_port, backlog=1024).start()
+        await web.TCPSite(
+            public, listen.public.host, listen.public.port, reuse_port=reuse_port, backlog=1024
+        ).start()
     except ConfigError as exc:
         log.error("%s", exc)
         await _cleanup(gateway, public, admin)
@@ -68,10 +72,10 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     loop.add_signal_handler(signal.SIGHUP, gateway.source.request_reload)
     log.info(
         "modgate serving on http://%s:%d (admin http://%s:%d), routes from %s, mode %s",
-        host,
-        _bound_port(public) or port,
-        settings.admin_host,
-        _bound_port(admin) or settings.admin_port,
+        listen.public.host,
+        _bound_port(public) or listen.public.port,
+        listen.admin.host,
+        _bound_port(admin) or listen.admin.port,
         gateway.source.name,
         settings.mode,
     )
@@ -101,15 +105,14 @@ async def _until_ready(gateway: Gateway, timeout: float) -> None:
 
 async def _cleanup(
     gateway: Gateway,
-    public: web.ServerRunner | None,
+    public: web.ServerRunner,
     admin: web.AppRunner,
     deadline: float | None = None,
 ) -> None:
     # Public first: it stops listening and waits for in-flight requests; then the gateway's
     # resources close (the request log and key usage written by `deadline`); the admin port
     # answers /readyz (503 draining) meanwhile.
-    if public is not None:
-        await public.cleanup()
+    await public.cleanup()
     await gateway.stop(deadline)
     await admin.cleanup()
 

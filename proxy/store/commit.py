@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 
 from proxy.errors import StoreError
+from proxy.retry import WriteAttempt
 from proxy.store.migrate import CONNECTION_ERRORS
 
 T = TypeVar("T")
@@ -43,29 +44,6 @@ _BEGIN = (
 )
 _STATUS = "SELECT txid_status($1)"
 _TERMINATE = "SELECT pg_terminate_backend($1)"
-
-
-class WriteAttempt(Generic[T]):
-    """One write's memory across retries: the transaction whose COMMIT went unanswered."""
-
-    __slots__ = ("backend_pid", "result", "xid")
-
-    def __init__(self) -> None:
-        self.xid: int | None = None
-        self.backend_pid: int | None = None
-        self.result: T | None = None
-
-    @property
-    def unsettled(self) -> bool:
-        """True while an earlier call may have committed: a retry asks before writing."""
-        return self.xid is not None
-
-    def clear(self) -> None:
-        self.xid = self.backend_pid = self.result = None
-
-    def __repr__(self) -> str:
-        state = f"unsettled xid={self.xid} pid={self.backend_pid}" if self.xid else "settled"
-        return f"<WriteAttempt {state}>"
 
 
 async def write_once(

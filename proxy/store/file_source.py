@@ -19,6 +19,7 @@ from proxy.errors import ConfigError
 from proxy.observability import metrics
 from proxy.routing.manifest import Manifest, load_manifest
 from proxy.routing.registry import RouteRegistry
+from proxy.tasks import cancel_and_wait
 
 log = logging.getLogger("modgate.routes")
 
@@ -51,10 +52,7 @@ class FileSource:
         self._task = asyncio.create_task(self._watch(), name="modgate-routes-file")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def request_reload(self) -> None:
         self._stamp = None

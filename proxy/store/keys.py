@@ -8,15 +8,14 @@ goes through the table's triggers, which NOTIFY `key:<hash>` so gateways drop th
 `record_usage` touches only last_used_at and request_count, which the trigger ignores, so
 usage flushes never empty a gateway's cache.
 
-Validation happens before any SQL and raises `InvalidKeyField`, whose `field` names the
-parameter (the CLI turns it into the flag's name). Postgres and socket failures become
-StoreError.
+Validation happens before any SQL, by the rules every key source shares
+(proxy/auth/key_fields.py), and raises `InvalidKeyField`, whose `field` names the parameter
+(the CLI turns it into the flag's name). Postgres and socket failures become StoreError.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -24,15 +23,24 @@ from typing import Any, Final
 import asyncpg
 
 from proxy.auth.api_keys import ApiKeyRecord, generate_key, hash_key, key_prefix
-from proxy.auth.key_fields import normalize_network, normalize_origin
-from proxy.errors import ConfigError, StoreError
-from proxy.store.commit import WriteAttempt, write_once
+from proxy.auth.key_fields import (
+    DEFAULT_RATE_LIMIT_PER_DAY,
+    DEFAULT_RATE_LIMIT_PER_MINUTE,
+    INT4_MAX,
+    MAX_EXPIRES_IN_DAYS,
+    InvalidKeyField,
+    parse_name,
+    parse_networks,
+    parse_origins,
+    parse_rate_limit,
+    parse_scopes,
+    parse_uuid,
+    parse_whole_number,
+)
+from proxy.errors import StoreError
+from proxy.retry import WriteAttempt
+from proxy.store.commit import write_once
 from proxy.store.migrate import CONNECTION_ERRORS
-
-INT4_MAX: Final = 2_147_483_647  # INTEGER columns (limits, request_count)
-MAX_EXPIRES_IN_DAYS: Final = 36_500  # 100 years; keeps NOW() + interval far from overflow
-DEFAULT_RATE_LIMIT_PER_MINUTE: Final = 60
-DEFAULT_RATE_LIMIT_PER_DAY: Final = 10_000
 
 _RECORD_COLUMNS = """
 id::text AS id, module_id::text AS module_id, site_id::text AS site_id,
@@ -117,15 +125,6 @@ UNSET: Final = _Unset()
 """`update_key(expires_at=UNSET)` leaves the expiry alone; None removes it."""
 
 
-class InvalidKeyField(ConfigError, ValueError):
-    """A refused value; `field` is the parameter's name, `reason` says what was expected."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeySummary:
     """A key as listings show it: everything but the hash (and the key, which is not stored)."""
@@ -197,19 +196,19 @@ async def create_key(
     Without scopes the key may call only routes that require none (the seed defaults to '*').
     """
     args = (
-        _uuid(module_id, "module_id"),
-        _uuid(site_id, "site_id"),
-        _uuid(agency_id, "agency_id"),
+        parse_uuid(module_id, "module_id"),
+        parse_uuid(site_id, "site_id"),
+        parse_uuid(agency_id, "agency_id"),
     )
     values = (
-        _name(name),
-        _scopes(scopes),
-        _positive(rate_limit_per_minute, "rate_limit_per_minute", INT4_MAX),
-        _positive(rate_limit_per_day, "rate_limit_per_day", INT4_MAX),
-        _ips(allowed_ips),
-        _origins(allowed_origins),
-        _positive(expires_in_days, "expires_in_days", MAX_EXPIRES_IN_DAYS),
-        None if created_by is None else _uuid(created_by, "created_by"),
+        parse_name(name),
+        parse_scopes(scopes),
+        parse_rate_limit(rate_limit_per_minute, "rate_limit_per_minute"),
+        parse_rate_limit(rate_limit_per_day, "rate_limit_per_day"),
+        parse_networks(allowed_ips),
+        parse_origins(allowed_origins),
+        parse_whole_number(expires_in_days, "expires_in_days", MAX_EXPIRES_IN_DAYS),
+        None if created_by is None else parse_uuid(created_by, "created_by"),
     )
     key = generate_key()
     row = await _run(
@@ -221,7 +220,9 @@ async def create_key(
 
 async def get_key(conn: Any, key_id: str) -> KeySummary | None:
     """One key's summary by id, whatever its state."""
-    row = await _run(conn.fetchrow(_SELECT_SUMMARY, _uuid(key_id, "key_id")), "read an API key")
+    row = await _run(
+        conn.fetchrow(_SELECT_SUMMARY, parse_uuid(key_id, "key_id")), "read an API key"
+    )
     return None if row is None else _summary(row)
 
 
@@ -233,8 +234,8 @@ async def list_keys(
     include_revoked: bool = False,
 ) -> list[KeySummary]:
     """Keys, newest first; revoked ones only with include_revoked (the seed hides them)."""
-    module = None if module_id is None else _uuid(module_id, "module_id")
-    site = None if site_id is None else _uuid(site_id, "site_id")
+    module = None if module_id is None else parse_uuid(module_id, "module_id")
+    site = None if site_id is None else parse_uuid(site_id, "site_id")
     rows = await _run(conn.fetch(_SELECT_SUMMARIES, module, site, include_revoked), "list API keys")
     return [_summary(row) for row in rows]
 
@@ -242,8 +243,10 @@ async def list_keys(
 async def revoke_key(conn: Any, key_id: str, *, revoked_by: str | None = None) -> bool:
     """Deactivate and mark revoked; False when there is no such key or it is already revoked
     (then it is left untouched). An inactive but unrevoked key is revoked."""
-    by = None if revoked_by is None else _uuid(revoked_by, "revoked_by")
-    status = await _run(conn.execute(_REVOKE, _uuid(key_id, "key_id"), by), "revoke an API key")
+    by = None if revoked_by is None else parse_uuid(revoked_by, "revoked_by")
+    status = await _run(
+        conn.execute(_REVOKE, parse_uuid(key_id, "key_id"), by), "revoke an API key"
+    )
     return bool(status == "UPDATE 1")
 
 
@@ -264,13 +267,13 @@ async def update_key(
     if isinstance(expires_at, datetime) and expires_at.tzinfo is None:
         raise InvalidKeyField("expires_at", "expected an aware datetime (with a time zone)")
     args = (
-        _uuid(key_id, "key_id"),
-        None if name is None else _name(name),
-        None if scopes is None else _scopes(scopes),
-        _positive(rate_limit_per_minute, "rate_limit_per_minute", INT4_MAX),
-        _positive(rate_limit_per_day, "rate_limit_per_day", INT4_MAX),
-        None if allowed_ips is None else _ips(allowed_ips),
-        None if allowed_origins is None else _origins(allowed_origins),
+        parse_uuid(key_id, "key_id"),
+        None if name is None else parse_name(name),
+        None if scopes is None else parse_scopes(scopes),
+        parse_rate_limit(rate_limit_per_minute, "rate_limit_per_minute"),
+        parse_rate_limit(rate_limit_per_day, "rate_limit_per_day"),
+        None if allowed_ips is None else parse_networks(allowed_ips),
+        None if allowed_origins is None else parse_origins(allowed_origins),
         not isinstance(expires_at, _Unset),
         None if isinstance(expires_at, _Unset) else expires_at,
     )
@@ -293,8 +296,8 @@ async def record_usage(
     merged: dict[str, tuple[int, datetime]] = {}
     for raw_id, (count, used_at) in usage.items():
         try:
-            key_id = str(uuid.UUID(raw_id))
-        except (ValueError, TypeError, AttributeError):
+            key_id = parse_uuid(raw_id, "id")
+        except InvalidKeyField:
             continue
         if key_id in merged:
             old_count, old_at = merged[key_id]
@@ -339,60 +342,3 @@ async def _run(awaitable: Any, action: str) -> Any:
         return await awaitable
     except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
         raise StoreError(f"cannot {action}: {exc}") from exc
-
-
-# -- validation -----------------------------------------------------------------------------
-
-
-def _uuid(value: object, field: str) -> str:
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise InvalidKeyField(field, f"{value!r} is not a UUID") from None
-
-
-def _name(value: str) -> str:
-    name = value.strip() if isinstance(value, str) else ""
-    if not name:
-        raise InvalidKeyField("name", "must not be empty")
-    return name
-
-
-def _scopes(values: Iterable[str]) -> list[str]:
-    return _each(values, "scopes", _scope, "is not a scope (no spaces, not empty)")
-
-
-def _scope(text: str) -> str | None:
-    return text if text and not any(c.isspace() for c in text) else None
-
-
-def _positive(value: int | None, field: str, maximum: int) -> int | None:
-    if value is None or (type(value) is int and 0 < value <= maximum):  # bool is no int here
-        return value
-    raise InvalidKeyField(field, f"expected a whole number from 1 to {maximum}, got {value!r}")
-
-
-def _ips(values: Iterable[str]) -> list[str]:
-    return _each(values, "allowed_ips", normalize_network, "is not an IP address or CIDR network")
-
-
-def _origins(values: Iterable[str]) -> list[str]:
-    reason = "is not an origin: expected '*' or scheme://host[:port] without a path"
-    return _each(values, "allowed_origins", normalize_origin, reason)
-
-
-def _each(
-    values: Iterable[str], field: str, normalize: Callable[[str], str | None], reason: str
-) -> list[str]:
-    """Each value normalized, duplicates dropped, order kept; InvalidKeyField on the first
-    bad one."""
-    if isinstance(values, str | bytes):  # a lone string would be taken character by character
-        raise InvalidKeyField(field, "expected a list of strings, got a single string")
-    out: list[str] = []
-    for value in values:
-        normal = normalize(value) if isinstance(value, str) else None
-        if normal is None:
-            raise InvalidKeyField(field, f"{value!r} {reason}")
-        if normal not in out:
-            out.append(normal)
-    return out

@@ -45,8 +45,10 @@ import orjson
 
 from proxy.errors import StoreError
 from proxy.observability.request_log import COLUMNS, LogRow
-from proxy.store.commit import WriteAttempt, write_once
+from proxy.retry import WriteAttempt
+from proxy.store.commit import write_once
 from proxy.store.migrate import CONNECTION_ERRORS
+from proxy.tasks import cancel_and_wait
 
 T = TypeVar("T")
 
@@ -199,10 +201,7 @@ class LogPruner:
     async def stop(self) -> None:
         # Cancelling mid-prune loses nothing: each batch committed on its own.
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def prune_once(self) -> int | None:
         """One round: rows deleted, or None when another gateway pruned or Postgres failed."""

@@ -1,7 +1,8 @@
 """Route tables and API keys from Postgres, kept current by LISTEN/NOTIFY.
 
 This is the gateway's only door to Postgres: route loads, the key index, key lookups for the
-KeyDirectory (it is the directory's loader) and batched usage writes all go through its pool.
+KeyDirectory (the mode factory, proxy/server/modes.py, makes it the directory's loader), batched
+usage writes and request log rows all go through its pool.
 
 Strategy:
 - A dedicated connection LISTENs on `modgate_invalidate`; triggers send `routes:<module_id>`,
@@ -32,18 +33,21 @@ import asyncpg
 
 from proxy.auth.api_keys import ApiKeyRecord
 from proxy.auth.key_directory import KeyDirectory
-from proxy.errors import StoreError
+from proxy.errors import ConfigError, StoreError
 from proxy.observability import metrics
+from proxy.observability.request_log import LogBatch
+from proxy.retry import Backoff, WriteAttempt
 from proxy.routing.registry import RouteRegistry
-from proxy.store.backoff import Backoff
-from proxy.store.commit import WriteAttempt
+from proxy.settings_views import DatabaseSettings
 from proxy.store.keys import (
     fetch_active_key,
     fetch_active_keys,
     load_active_key_hashes,
     record_usage,
 )
+from proxy.store.logs import write_logs
 from proxy.store.routes import load_modules
+from proxy.tasks import cancel_and_wait
 
 T = TypeVar("T")
 
@@ -61,26 +65,23 @@ class PostgresSource:
 
     def __init__(
         self,
-        dsn: str,
+        database: DatabaseSettings,
         registry: RouteRegistry,
         keys: KeyDirectory | None = None,
         *,
-        timeout: float,
-        pool_size: int,
-        reconnect_max_seconds: float,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
         rng: Callable[[], float] = random.random,
     ) -> None:
+        if database.url is None:
+            raise ConfigError("database_url: required in Postgres mode")
         self.registry = registry
         self.keys = keys
-        if keys is not None:
-            keys.loader = self  # misses in the key cache are looked up through this pool
-        self._dsn = dsn
-        self._timeout = timeout
-        self._pool_size = pool_size
+        self._dsn = database.url
+        self._timeout = database.timeout  # per query, and per connection attempt
+        self._pool_size = database.pool_size
         self._heartbeat_seconds = heartbeat_seconds
-        self._backoff = Backoff(maximum=reconnect_max_seconds, rng=rng)
-        self._retry = Backoff(maximum=reconnect_max_seconds, rng=rng)
+        self._backoff = Backoff(maximum=database.reconnect_max_seconds, rng=rng)
+        self._retry = Backoff(maximum=database.reconnect_max_seconds, rng=rng)
         self._pool: Any = None
         self._task: asyncio.Task[None] | None = None
         self._pending: set[str] = set()
@@ -95,10 +96,7 @@ class PostgresSource:
         self._task = asyncio.create_task(self._run(), name="modgate-routes-postgres")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._pool is not None:
             self._pool.terminate()
             self._pool = None
@@ -128,6 +126,14 @@ class PostgresSource:
     ) -> None:
         """UsageWriter: add a batch of key usage (`attempt`: see proxy/store/commit.py)."""
         await self.execute(lambda conn: record_usage(conn, usage, attempt))
+
+    async def write_request_logs(self, batch: LogBatch) -> int:
+        """LogWriter: one batch of request log rows (its retries carry `batch.attempt`)."""
+        return await self.execute(lambda conn: write_logs(conn, batch.rows, batch.attempt))
+
+    def connection_state(self) -> str:
+        """The LISTEN connection, as /readyz reports it."""
+        return "connected" if self.connected else "disconnected"
 
     async def _run(self) -> None:
         while True:
@@ -174,9 +180,7 @@ class PostgresSource:
             try:
                 await self._heartbeat(conn, lost)
             finally:
-                reloader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reloader
+                await cancel_and_wait(reloader)
         finally:
             conn.terminate()
 

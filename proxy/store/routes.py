@@ -20,29 +20,34 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
 import orjson
 
 from proxy.errors import ManifestError, StoreError
+from proxy.interning import interned
 from proxy.routing.manifest import Manifest
 from proxy.routing.model import ModuleSpec, RouteSpec
 from proxy.store.migrate import CONNECTION_ERRORS
 
-_ROUTE_COLUMNS = """
-SELECT module_id::text AS module_id, id::text AS id, path, method, handler_type, handler_code,
-       handler_url, requires_auth, required_scopes, rate_limit_per_minute, cache_ttl_seconds,
-       summary, description, request_schema::text AS request_schema,
-       response_schema::text AS response_schema, forward_credentials, encoded_slashes
-FROM module_api_routes
-WHERE is_active = true
+_SERVED_COLUMNS = """
+module_id::text AS module_id, id::text AS id, path, method, handler_type, handler_code,
+handler_url, requires_auth, required_scopes, rate_limit_per_minute, cache_ttl_seconds,
+forward_credentials, encoded_slashes
 """
+# Documentation: no request reads it, and a worker would hold it for every route (~180 MiB for
+# bench/memory_bench.py's 100k routes, each with a summary, a description and small schemas).
+# Read with `docs=True`, per module, by whatever documents the routes (the OpenAPI document).
+_DOC_COLUMNS = """,
+summary, description, request_schema::text AS request_schema,
+response_schema::text AS response_schema
+"""
+_ACTIVE = " FROM module_api_routes WHERE is_active = true"
+_SOME = " AND module_id = ANY($1::uuid[])"
 # COLLATE "C": the same order on every server whatever its locale, and the same as Python's.
 _ROUTE_ORDER = ' ORDER BY module_id, path COLLATE "C", method COLLATE "C"'
-_SELECT_ALL_ROUTES = _ROUTE_COLUMNS + _ROUTE_ORDER
-_SELECT_SOME_ROUTES = _ROUTE_COLUMNS + " AND module_id = ANY($1::uuid[])" + _ROUTE_ORDER
 _SELECT_ALL_MODULES = "SELECT id::text AS id, name, upstream FROM modgate_modules"
 _SELECT_SOME_MODULES = _SELECT_ALL_MODULES + " WHERE id = ANY($1::uuid[])"
 
@@ -122,20 +127,25 @@ class ModuleApplyResult:
     deactivated: int
 
 
-async def load_modules(conn: Any, module_ids: Collection[str] | None = None) -> list[ModuleSpec]:
+async def load_modules(
+    conn: Any, module_ids: Collection[str] | None = None, *, docs: bool = False
+) -> list[ModuleSpec]:
     """Active routes and modgate_modules rows as ModuleSpecs, ordered by module id.
 
     With `module_ids`, only those modules; an id that has neither a modgate_modules row nor an
-    active route yields no entry, which tells the caller to drop the module.
+    active route yields no entry, which tells the caller to drop the module. The routes'
+    summary, description and schemas are read only with `docs` (None otherwise).
     """
     args: tuple[Any, ...] = ()
-    route_sql, module_sql = _SELECT_ALL_ROUTES, _SELECT_ALL_MODULES
+    columns = _SERVED_COLUMNS + _DOC_COLUMNS if docs else _SERVED_COLUMNS
+    where, module_sql = _ACTIVE, _SELECT_ALL_MODULES
     if module_ids is not None:
         wanted = _valid_uuids(module_ids)
         if not wanted:
             return []
         args = (wanted,)
-        route_sql, module_sql = _SELECT_SOME_ROUTES, _SELECT_SOME_MODULES
+        where, module_sql = _ACTIVE + _SOME, _SELECT_SOME_MODULES
+    route_sql = "SELECT" + columns + where + _ROUTE_ORDER
     try:
         if conn.is_in_transaction():
             # The caller's transaction decides isolation; asyncpg refuses a nested different one.
@@ -149,7 +159,7 @@ async def load_modules(conn: Any, module_ids: Collection[str] | None = None) -> 
 
     routes: dict[str, list[RouteSpec]] = {}
     for row in route_rows:
-        routes.setdefault(row["module_id"], []).append(_route_from_row(row))
+        routes.setdefault(row["module_id"], []).append(_route_from_row(row, docs))
     meta: dict[str, tuple[str | None, str | None]] = {
         row["id"]: (row["name"], row["upstream"]) for row in module_rows
     }
@@ -203,25 +213,31 @@ async def _fetch_both(
     return route_rows, module_rows
 
 
-def _route_from_row(row: Any) -> RouteSpec:
-    request_schema, response_schema = row["request_schema"], row["response_schema"]
-    return RouteSpec(
+def _route_from_row(row: Any, docs: bool) -> RouteSpec:
+    """A route row as a RouteSpec, one object per value many routes repeat (`interned`)."""
+    route = RouteSpec(
         id=row["id"],
         path=row["path"],
-        method=row["method"],
-        handler_type=row["handler_type"],
+        method=interned(row["method"]),
+        handler_type=interned(row["handler_type"]),
         handler_code=row["handler_code"],
         handler_url=row["handler_url"],
         requires_auth=row["requires_auth"] is not False,
-        required_scopes=tuple(row["required_scopes"] or ()),
+        required_scopes=interned(tuple(row["required_scopes"] or ())),
         rate_limit_per_minute=row["rate_limit_per_minute"],
         cache_ttl_seconds=row["cache_ttl_seconds"] or 0,
+        forward_credentials=bool(row["forward_credentials"]),
+        encoded_slashes=interned(row["encoded_slashes"]),
+    )
+    if not docs:
+        return route
+    request_schema, response_schema = row["request_schema"], row["response_schema"]
+    return replace(
+        route,
         summary=row["summary"],
         description=row["description"],
         request_schema=None if request_schema is None else orjson.loads(request_schema),
         response_schema=None if response_schema is None else orjson.loads(response_schema),
-        forward_credentials=bool(row["forward_credentials"]),
-        encoded_slashes=row["encoded_slashes"],
     )
 
 

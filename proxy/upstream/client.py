@@ -1,40 +1,26 @@
-"""The gateway's HTTP clients: the upstream pool for proxied requests, one for the handler
-pool, and one aiohttp session for the rest (JWKS)."""
+"""The gateway's HTTP clients: the upstream pool for proxied requests (the handler pool's is
+proxy/executor/client.py's), and one aiohttp session for the rest (JWKS)."""
 
 from __future__ import annotations
 
 import aiohttp
 
-from proxy.settings import Settings
+from proxy.settings_views import UpstreamLimits
 from proxy.upstream.pool import UpstreamPool
 
 
-def create_pool(settings: Settings) -> UpstreamPool:
+def create_pool(limits: UpstreamLimits) -> UpstreamPool:
     """Keep-alive connections to module upstreams, for the proxy path."""
     return UpstreamPool(
-        max_connections=settings.upstream_max_connections,
-        keepalive_seconds=settings.upstream_keepalive_seconds,
-        connect_timeout=settings.upstream_connect_timeout,
-        pool_wait=settings.upstream_pool_wait_seconds,
-        timeout=settings.upstream_timeout,
+        max_connections=limits.max_connections,
+        keepalive_seconds=limits.keepalive_seconds,
+        connect_timeout=limits.connect_timeout,
+        pool_wait=limits.pool_wait_seconds,
+        timeout=limits.timeout,
     )
 
 
-def create_executor_pool(settings: Settings) -> UpstreamPool:
-    """Keep-alive connections to the handler pool: its own limits, and a deadline of the
-    handler's time limit plus the trip (the pool answers 504 itself at its limit)."""
-    from proxy.executor.client import TIMEOUT_MARGIN_SECONDS
-
-    return UpstreamPool(
-        max_connections=settings.upstream_max_connections,
-        keepalive_seconds=settings.upstream_keepalive_seconds,
-        connect_timeout=settings.upstream_connect_timeout,
-        pool_wait=settings.upstream_pool_wait_seconds,
-        timeout=settings.executor_timeout_seconds + TIMEOUT_MARGIN_SECONDS,
-    )
-
-
-def create_session(settings: Settings) -> aiohttp.ClientSession:
+def create_session(limits: UpstreamLimits) -> aiohttp.ClientSession:
     """The session for the gateway's own calls (the JWKS URL); proxied
     requests go through `create_pool`'s connections instead.
 
@@ -43,15 +29,12 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
       caller gave and the server sent.
     """
     connector = aiohttp.TCPConnector(
-        limit=settings.upstream_max_connections,
+        limit=limits.max_connections,
         limit_per_host=0,
-        keepalive_timeout=settings.upstream_keepalive_seconds,
+        keepalive_timeout=limits.keepalive_seconds,
         ttl_dns_cache=60,
     )
-    timeout = aiohttp.ClientTimeout(
-        total=settings.upstream_timeout,
-        connect=settings.upstream_connect_timeout,
-    )
+    timeout = aiohttp.ClientTimeout(total=limits.timeout, connect=limits.connect_timeout)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
@@ -61,3 +44,30 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         trust_env=False,
         raise_for_status=False,
     )
+
+
+class LazySession:
+    """`create_session`'s session, opened on first call (the first JWKS fetch) and closed by
+    `close`. A gateway without jwks_url never opens one, and one that is built but never
+    started leaves no unclosed session behind."""
+
+    __slots__ = ("_limits", "_session")
+
+    def __init__(self, limits: UpstreamLimits) -> None:
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = create_session(self._limits)
+        return self._session
+
+    async def close(self) -> None:
+        # Kept once closed: a call after stop fails as on any closed session, opens nothing.
+        if self._session is not None:
+            await self._session.close()
+
+    def __repr__(self) -> str:
+        session = self._session
+        state = "unopened" if session is None else ("closed" if session.closed else "open")
+        return f"<LazySession {state}>"

@@ -88,7 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._informational = False
         self._no_body = no_body
 
-    # -- the exchange, driven by forward() ---------------------------------------------------
+    # -- the exchange, driven by forward.exchange() ------------------------------------------
 
     def begin(self, head: bytes, *, head_request: bool) -> None:
         """Start an exchange: send the request head (the body, if any, follows by `write`)."""

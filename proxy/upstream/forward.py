@@ -1,13 +1,13 @@
-"""Forward one request to an upstream and relay its response, streaming both bodies.
+"""One exchange with an upstream: send a request, relay its response, streaming both bodies.
 
 Strategy: the request head is built as bytes from the client's raw header lines plus the
-gateway's own (no decode/re-encode), written on a pooled keep-alive connection
-(`UpstreamPool`), and the response is parsed by llhttp (`UpstreamConnection`). A request body
-is streamed by a writer task while the response is awaited, so a 1 GB upload costs a few
-buffers, not 1 GB, and an upstream that answers early is heard. Small upstream responses with
-a known length are read whole and sent in one write; everything else is relayed chunk by chunk
-as it arrives, with back-pressure both ways. One deadline (`upstream_timeout`) covers the
-whole exchange, connect included.
+gateway's own (no decode/re-encode; which lines, `Forwarder` decides), written on a pooled
+keep-alive connection (`UpstreamPool`), and the response is parsed by llhttp
+(`UpstreamConnection`). A request body is streamed by a writer task while the response is
+awaited, so a 1 GB upload costs a few buffers, not 1 GB, and an upstream that answers early
+is heard. Small upstream responses with a known length are read whole and sent in one write;
+everything else is relayed chunk by chunk as it arrives, with back-pressure both ways. One
+deadline (`upstream_timeout`) covers the whole exchange, connect included.
 
 Failure mapping, before the response has started: connect/total timeout -> 504, refused or
 broken connection or an invalid response -> 502, body over the limit -> 413. After the status
@@ -161,7 +161,7 @@ def _expire(conn: UpstreamConnection) -> None:
     conn.fail(TimeoutError("upstream_timeout passed"))
 
 
-async def forward(
+async def exchange(
     request: web.BaseRequest,
     pool: UpstreamPool,
     endpoint: Endpoint,
@@ -169,12 +169,12 @@ async def forward(
     header_lines: list[bytes],
     *,
     max_body_bytes: int,
-    extra: dict[str, str],
-    own_cors: bool,
+    response_headers: dict[str, str],
+    gateway_cors: bool,
 ) -> web.StreamResponse:
     """Send `request` to `target` (path and query) on `endpoint` with `header_lines` and
-    return the relayed response, with the gateway's own headers (`extra`) applied; with
-    `own_cors` (CORS on) the upstream's Access-Control-* headers are dropped and its Vary
+    return the relayed response, with the gateway's `response_headers` applied; with
+    `gateway_cors` (CORS on) the upstream's Access-Control-* headers are dropped and its Vary
     merged with the gateway's."""
     state = _BodyState(max_body_bytes)
     body = _request_body(request, state)
@@ -224,7 +224,7 @@ async def forward(
                 raise _translate(exc, state, origin) from exc
             break
         assert conn is not None
-        return await _relay(request, conn, extra, own_cors, state, origin)
+        return await _relay(request, conn, response_headers, gateway_cors, state, origin)
     finally:
         if timer is not None:
             timer.cancel()
@@ -253,14 +253,14 @@ def _upstream_timer(origin: str) -> Any:
 async def _relay(
     request: web.BaseRequest,
     conn: UpstreamConnection,
-    extra: dict[str, str],
-    own_cors: bool,
+    gateway_headers: dict[str, str],
+    gateway_cors: bool,
     state: _BodyState,
     origin: str,
 ) -> web.StreamResponse:
     status = conn.status
     reason = conn.reason.decode("latin-1") or None
-    headers = _response_headers(conn, extra, own_cors)
+    headers = _response_headers(conn, gateway_headers, gateway_cors)
     length = conn.content_length
     if (
         length is not None
@@ -300,17 +300,17 @@ async def _relay(
 
 
 def _response_headers(
-    conn: UpstreamConnection, extra: dict[str, str], own_cors: bool
+    conn: UpstreamConnection, gateway_headers: dict[str, str], gateway_cors: bool
 ) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict(
         response_header_pairs(conn.headers, conn.has_connection)
     )
-    if own_cors:
+    if gateway_cors:
         # The gateway answers CORS for every origin (or none): an upstream's own
         # Access-Control-* (an `Allow-Origin: *`, say) would share what the gateway did not.
-        apply_gateway_cors(headers, extra)
+        apply_gateway_cors(headers, gateway_headers)
     else:
-        headers.update(extra)
+        headers.update(gateway_headers)
     return headers
 
 

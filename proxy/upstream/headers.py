@@ -13,15 +13,25 @@ only from a peer in `trusted_proxies`.
 A request header whose name holds "_" never crosses (nginx's `underscores_in_headers off`,
 Envoy's `headers_with_underscores_action: DROP_HEADER`): CGI, WSGI and many frameworks read
 `X_User_Id` as `X-User-Id`, so it would walk around the identity stripping.
+
+What the gateway adds on the way to an upstream: X-Forwarded-For (the chain so far only from a
+trusted proxy), -Proto and -Host; X-Request-ID and the caller's identity (X-Module-Id,
+X-Site-Id, X-User-Id, X-Api-Key-Id, X-Scopes). The credential the caller used stays at the
+gateway unless the route forwards credentials, and an upstream URL with its own credentials
+gets those instead of the client's Authorization.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDictProxy
 
 from proxy.errors import BadFraming, UnsupportedTransferEncoding
+
+if TYPE_CHECKING:
+    from proxy.auth.principal import Principal
 
 HOP_BY_HOP = frozenset(
     {
@@ -126,3 +136,58 @@ def response_header_pairs(
         for name, value in raw
         if name.lower() not in drop
     ]
+
+
+_NOTHING: frozenset[bytes] = frozenset()
+_AUTHORIZATION = frozenset({b"authorization"})
+# By the header the caller's credential came in (Principal.credential_header).
+_CREDENTIAL_NAMES = {"X-API-Key": frozenset({b"x-api-key"}), "Authorization": _AUTHORIZATION}
+_PROTO_LINES = {
+    "http": b"X-Forwarded-Proto: http\r\n",
+    "https": b"X-Forwarded-Proto: https\r\n",
+}
+
+
+def credentials_kept_out(
+    credential_header: str | None, *, forward_credentials: bool, endpoint_authorizes: bool
+) -> frozenset[bytes]:
+    """The client headers that stay at the gateway (lowercase names): the caller's credential
+    unless the route forwards it, and Authorization when the upstream URL has its own."""
+    keep_out = _NOTHING
+    if credential_header and not forward_credentials:
+        keep_out = _CREDENTIAL_NAMES[credential_header]
+    if endpoint_authorizes:
+        keep_out = keep_out | _AUTHORIZATION
+    return keep_out
+
+
+def forwarded_lines(
+    peer: str, forwarded_for: str | None, scheme: str, host: str | None
+) -> list[bytes]:
+    """X-Forwarded-For (`forwarded_for`, the client's chain, only when the peer is a trusted
+    proxy: anyone else starts it afresh), X-Forwarded-Proto and X-Forwarded-Host."""
+    lines = [
+        f"X-Forwarded-For: {forwarded_for}, {peer}\r\n".encode()
+        if forwarded_for
+        else f"X-Forwarded-For: {peer}\r\n".encode(),
+        _PROTO_LINES[scheme],
+    ]
+    if host:
+        # As sent (llhttp refused CR/LF/NUL); its bytes need not be UTF-8.
+        lines.append(b"X-Forwarded-Host: " + host.encode("utf-8", "surrogateescape") + b"\r\n")
+    return lines
+
+
+def identity_lines(request_id: str, module_id: str, who: Principal) -> list[bytes]:
+    """The request id and who is calling, for the module service (the client's own versions
+    of these headers were stripped)."""
+    lines = [f"X-Request-ID: {request_id}\r\n", f"X-Module-Id: {module_id}\r\n"]
+    if who.site_id:
+        lines.append(f"X-Site-Id: {who.site_id}\r\n")
+    if who.user_id and who.user_id.isprintable():
+        lines.append(f"X-User-Id: {who.user_id}\r\n")
+    if who.api_key is not None:
+        lines.append(f"X-Api-Key-Id: {who.api_key.record.id}\r\n")
+    if who.grants.scopes:
+        lines.append(f"X-Scopes: {' '.join(who.grants.scopes)}\r\n")
+    return [line.encode("utf-8", "surrogateescape") for line in lines]

@@ -21,9 +21,8 @@ import ssl
 from collections import deque
 from urllib.parse import unquote
 
+from proxy.auth.key_fields import DEFAULT_PORTS
 from proxy.upstream.connection import UpstreamConnection
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Endpoint:

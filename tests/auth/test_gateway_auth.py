@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ from proxy.settings import load_settings
 from proxy.store.keys import create_key, revoke_key
 from proxy.store.routes import apply_manifest
 from tests.support.gateway import MODULE_ID
+from tests.support.polling import eventually
 
 OTHER_ID = "0b7e9a52-6a8f-4c55-9d6c-0cbbd3f1d2aa"
 SITE = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d"
@@ -84,11 +86,7 @@ def start(seeded: str, aiohttp_client: Any, tmp_path: Any) -> Any:
         )
         gateway = Gateway(settings)
         client = await aiohttp_client(build_public_app(gateway))
-        for _ in range(500):
-            if gateway.ready:
-                break
-            await asyncio.sleep(0.01)
-        assert gateway.ready
+        await eventually(lambda: gateway.ready, what="the gateway is ready")
         client.gateway = gateway
         return client
 
@@ -146,7 +144,17 @@ async def test_failures_are_401_and_all_look_the_same(start: Any, seeded: str) -
         )
     finally:
         await conn.close()
-    await asyncio.sleep(0.3)  # let the NOTIFYs land
+
+    # The gateway may have cached these keys from their creation's NOTIFY, before the revoke
+    # and the expiry were written: wait until it has heard of both changes.
+    async def refused(key: str) -> bool:
+        async with client.get("/api/modules/crm/contacts/1", headers={"X-API-Key": key}) as r:
+            return r.status == 401
+
+    for gone in (revoked, expired):
+        await eventually(
+            partial(refused, gone), what="the gateway refuses a key changed after its creation"
+        )
     bodies = []
     for headers in (
         {},
@@ -340,14 +348,13 @@ async def test_usage_is_written_in_batches(start: Any, seeded: str) -> None:
         assert r.status == 200
     conn = await asyncpg.connect(seeded)
     try:
-        for _ in range(100):
-            count = await conn.fetchval(
+        await eventually(
+            lambda: conn.fetchval(
                 "SELECT request_count FROM module_api_keys WHERE id = $1", key_id
-            )
-            if count == 25:
-                break
-            await asyncio.sleep(0.05)
-        assert count == 25
+            ),
+            until=lambda count: count == 25,
+            what="the key's request_count reaches 25",
+        )
         assert await conn.fetchval(
             "SELECT last_used_at > NOW() - interval '1 minute' FROM module_api_keys WHERE id = $1",
             key_id,

@@ -1,20 +1,31 @@
-"""A key's address fields read the same whichever door they come in by (issue 14, item 4): the
-store (`modgate keys`), the embedded manifest's `api_keys` and the settings' `cors_origins`."""
+"""A key reads the same whichever door it comes in by (issue 14, item 4): the store and the
+CLI (`modgate keys`), the embedded manifest's `api_keys`, and for origins the settings'
+`cors_origins`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from proxy.auth.api_keys import generate_key, hash_key
-from proxy.auth.key_fields import normalize_network, normalize_origin
+from proxy.auth.api_keys import ApiKeyRecord, generate_key, hash_key, key_prefix
+from proxy.auth.key_fields import (
+    DEFAULT_RATE_LIMIT_PER_DAY,
+    DEFAULT_RATE_LIMIT_PER_MINUTE,
+    INT4_MAX,
+    InvalidKeyField,
+    normalize_network,
+    normalize_origin,
+)
 from proxy.auth.manifest_keys import records_from_manifest
+from proxy.errors import ManifestError
 from proxy.settings import load_settings
-from proxy.store.keys import create_key
+from proxy.store.keys import create_key, fetch_active_key
 from tests.support.gateway import MODULE_ID, gateway_for, manifest
+from tests.support.process import run_cli
 
 SITE = "11111111-2222-4333-8444-555555555555"
 AGENCY = "99999999-2222-4333-8444-555555555555"
@@ -48,23 +59,131 @@ def test_network_normal_form() -> None:
     assert normalize_network("10.0.0.300") is None
 
 
-async def test_the_same_key_gives_the_same_fields_from_manifest_and_store(database: str) -> None:
-    key = generate_key()
-    row = {
-        "module_id": MODULE_ID, "site_id": SITE, "agency_id": AGENCY, "key_hash": hash_key(key),
-        "allowed_origins": ORIGINS, "allowed_ips": NETWORKS,
-    }  # fmt: skip
-    (from_manifest,) = records_from_manifest([row])
+# As a person writes them: mixed-case UUIDs and origins, default ports, host bits, repeats.
+WRITTEN: dict[str, Any] = {
+    "module_id": MODULE_ID.upper(), "site_id": SITE.upper(), "agency_id": AGENCY,
+    "name": " CRM sync ", "scopes": ["read:contacts", "write:*", "read:contacts"],
+    "allowed_origins": ORIGINS, "allowed_ips": NETWORKS,
+}  # fmt: skip
+
+
+def manifest_row(key: str, key_id: str) -> dict[str, Any]:
+    """WRITTEN as an embedded manifest's `api_keys` row; limits unset, so the defaults."""
+    return {
+        **WRITTEN,
+        "id": key_id.upper(),
+        "key_hash": hash_key(key),
+        "key_prefix": key_prefix(key),
+    }
+
+
+async def stored(database: str, key: str) -> ApiKeyRecord:
+    """The key as a Postgres gateway reads it."""
     conn = await asyncpg.connect(database)
     try:
-        from_store, _ = await create_key(
-            conn, module_id=MODULE_ID, site_id=SITE, agency_id=AGENCY, name="k",
-            allowed_origins=ORIGINS, allowed_ips=NETWORKS,
-        )  # fmt: skip
+        record = await fetch_active_key(conn, hash_key(key))
     finally:
         await conn.close()
-    assert from_manifest.allowed_origins == tuple(from_store.allowed_origins) == NORMAL_ORIGINS
-    assert from_manifest.allowed_ips == tuple(from_store.allowed_ips) == NORMAL_NETWORKS
+    assert record is not None
+    return record
+
+
+async def test_the_same_key_gives_the_same_record_from_manifest_and_store(database: str) -> None:
+    conn = await asyncpg.connect(database)
+    try:
+        _, key = await create_key(conn, **WRITTEN)
+    finally:
+        await conn.close()
+    from_store = await stored(database, key)
+    (from_manifest,) = records_from_manifest([manifest_row(key, from_store.id)])
+    assert from_manifest == from_store
+    assert from_store.allowed_origins == NORMAL_ORIGINS
+    assert from_store.allowed_ips == NORMAL_NETWORKS
+    assert from_store.scopes == ("read:contacts", "write:*")
+    assert (from_store.module_id, from_store.name) == (MODULE_ID, "CRM sync")
+    assert (from_store.rate_limit_per_minute, from_store.rate_limit_per_day) == (
+        DEFAULT_RATE_LIMIT_PER_MINUTE,
+        DEFAULT_RATE_LIMIT_PER_DAY,
+    )
+
+
+async def test_the_same_key_gives_the_same_record_from_manifest_and_cli(
+    database: str, tmp_path: Path
+) -> None:
+    flags = ["--module", WRITTEN["module_id"], "--site", WRITTEN["site_id"]]
+    flags += ["--agency", AGENCY, "--name", WRITTEN["name"]]
+    for flag, field in (
+        ("--scope", "scopes"),
+        ("--allowed-origin", "allowed_origins"),
+        ("--allowed-ip", "allowed_ips"),
+    ):
+        for value in WRITTEN[field]:
+            flags += [flag, value]
+    code, out = await run_cli(
+        "keys", "create", *flags, "--json", env={"MODGATE_DATABASE_URL": database},
+        cwd=str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, out
+    key = json.loads(out)["key"]
+    from_cli = await stored(database, key)
+    (from_manifest,) = records_from_manifest([manifest_row(key, from_cli.id)])
+    assert from_manifest == from_cli
+
+
+async def test_each_rule_reads_the_same_from_manifest_and_store(database: str) -> None:
+    """One rule, one text: only the door's prefix differs (`api_keys[0].` or none)."""
+    bad = [
+        {"module_id": "crm"},
+        {"scopes": ["read all"]},
+        {"scopes": ["read\r\nX-Admin: 1"]},  # would have ended the X-Scopes header line
+        {"scopes": "read"},
+        {"allowed_ips": ["10.0.0.0/33"]},
+        {"allowed_origins": ["https://a.example/app"]},
+        {"rate_limit_per_minute": 0},
+        {"rate_limit_per_day": INT4_MAX + 1},
+        {"rate_limit_per_day": True},
+        {"name": "   "},
+    ]
+    conn = await asyncpg.connect(database)
+    try:
+        for fields in bad:
+            with pytest.raises(InvalidKeyField) as from_store:
+                await create_key(conn, **{**WRITTEN, **fields})
+            with pytest.raises(ManifestError) as from_manifest:
+                records_from_manifest([{**manifest_row(generate_key(), SITE), **fields}])
+            assert str(from_manifest.value) == f"<manifest>: api_keys[0].{from_store.value}"
+        assert await conn.fetchval("SELECT count(*) FROM module_api_keys") == 0
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"key_hash": "ABC"}, "api_keys[0].key_hash: expected the key's SHA-256 as 64 "
+         "lowercase hex characters, got 'ABC'"),
+        ({"hash": "x"}, "api_keys[0]: unknown field 'hash'"),
+        ({"is_active": "yes"}, "api_keys[0].is_active: expected true or false, got 'yes'"),
+        ({"expires_at": "soon"}, "api_keys[0].expires_at: expected an ISO 8601 timestamp, "
+         "got 'soon'"),
+        ({"allowed_ips": {"10.0.0.1": 1}}, "api_keys[0].allowed_ips: expected a list of "
+         "strings, got {'10.0.0.1': 1}"),
+    ],
+)  # fmt: skip
+def test_manifest_errors_name_the_row_and_field(fields: dict[str, Any], message: str) -> None:
+    row = {**manifest_row(generate_key(), SITE), **fields}
+    with pytest.raises(ManifestError) as caught:
+        records_from_manifest([row], "gw.yaml")
+    assert str(caught.value) == f"gw.yaml: {message}"
+
+
+def test_manifest_limits_null_is_unlimited_and_unset_is_the_default() -> None:
+    row = {**manifest_row(generate_key(), SITE), "rate_limit_per_minute": None}
+    (record,) = records_from_manifest([row])
+    assert (record.rate_limit_per_minute, record.rate_limit_per_day) == (
+        None,
+        DEFAULT_RATE_LIMIT_PER_DAY,
+    )
 
 
 def test_cors_origins_setting_is_normalised(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.executor.admission import Admission, ModuleBusy, PoolBusy
+from proxy.errors import ModuleBusy, PoolBusy
+from proxy.executor.admission import Admission
 
 FAR = 1e12  # a deadline no test reaches
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from proxy.errors import PoolBusy
 from proxy.executor.service import Executor
 from proxy.settings import load_settings
 
@@ -27,9 +30,10 @@ async def test_full_pool_sheds_load_with_503(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         waiting = asyncio.create_task(executor.execute(call))
         await asyncio.sleep(0.05)
-        status, body = await executor.execute(call)  # one running, one waiting: no room
-        assert (status, body["code"]) == (503, "executor_busy")
-        assert (await running)[0] == 200
-        assert await waiting == (200, "done")
+        with pytest.raises(PoolBusy) as refused:  # one running, one waiting: no room
+            await executor.execute(call)
+        assert (refused.value.status, refused.value.code) == (503, "executor_busy")
+        assert await running == "done"
+        assert await waiting == "done"
     finally:
         await executor.stop()

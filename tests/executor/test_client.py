@@ -9,11 +9,12 @@ import pytest
 
 from proxy.errors import UpstreamUnavailable
 from proxy.executor.client import ExecutorClient
+from proxy.request_context import RequestContext
 from proxy.upstream.pool import UpstreamPool
 from tests.support.raw_upstream import RawUpstream, response
 
 CALL = {"module_id": "m", "handler_key": "k", "code": "return 1;"}
-RID = {"X-Request-ID": "rid"}
+RID = RequestContext("rid", started=0.0)
 
 
 @pytest.fixture

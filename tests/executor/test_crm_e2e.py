@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from proxy.settings import load_settings
 from proxy.store.keys import create_key
 from proxy.store.routes import apply_manifest
 from tests.executor.seed_crm import CREATE, DELETE, GET, LIST, UPDATE
+from tests.support.polling import eventually
 
 CRM = "6f1c2a9e-3b7d-4e2a-9c1f-0a5b8d7e4c21"
 SITE_A = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d"
@@ -131,10 +129,7 @@ async def clients(
     )
     gateway = Gateway(gateway_settings)
     client = await aiohttp_client(build_public_app(gateway))
-    for _ in range(300):
-        if gateway.ready:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: gateway.ready, what="the gateway is ready")
     return client
 
 
@@ -213,27 +208,13 @@ async def test_hostile_handlers(clients: Any) -> None:
     assert r.status == 200
 
 
-async def _latency(client: Any, path: str, headers: dict[str, str]) -> tuple[float, float]:
-    await client.get(path, headers=headers)
-    samples = []
-    for _ in range(300):
-        started = time.perf_counter()
-        r = await client.get(path, headers=headers)
-        await r.read()
-        assert r.status == 200
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[296]
-
-
-async def test_per_call_overhead_through_the_gateway(clients: Any, crm: dict[str, str]) -> None:
+async def test_repeated_calls_keep_answering(clients: Any, crm: dict[str, str]) -> None:
+    # The per-call figures (p50 / p99 of these routes) are bench/crm_bench.py's.
     a = {"X-API-Key": crm[SITE_A]}
-    static = await _latency(clients, "/api/modules/crm/static", {})
-    noop = await _latency(clients, "/api/modules/crm/noop", {})
-    crm_list = await _latency(clients, "/api/modules/crm/contacts", a)
-    print(
-        f"\nthrough the gateway, ms p50/p99: static route {static[0]:.2f}/{static[1]:.2f}; "
-        f"handler `return 1` {noop[0]:.2f}/{noop[1]:.2f} (pool overhead "
-        f"{noop[0] - static[0]:.2f}/{noop[1] - static[1]:.2f}); CRM list with one ctx.db query "
-        f"{crm_list[0]:.2f}/{crm_list[1]:.2f}"
-    )
+    for _ in range(20):  # isolates and compiled handlers are reused from the second call on
+        r = await clients.get("/api/modules/crm/static")
+        assert (r.status, await r.json()) == (200, 1)
+        r = await clients.get("/api/modules/crm/noop")
+        assert (r.status, await r.json()) == (200, 1)
+        r = await clients.get("/api/modules/crm/contacts", headers=a)
+        assert (r.status, await r.json()) == (200, {"contacts": []})

@@ -19,6 +19,7 @@ import pytest
 
 from proxy.executor.cpus import usable_cpus
 from tests.executor.test_executor_process import MODGATE, _children
+from tests.support.polling import eventually
 from tests.support.process import free_port
 
 A, B = "0a0a0a0a-0000-4000-8000-00000000000a", "0b0b0b0b-0000-4000-8000-00000000000b"
@@ -113,10 +114,7 @@ class Executor:
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT_LIMIT
-    while not await check():
-        assert time.monotonic() < deadline, f"not true after {WAIT_LIMIT:g} s: {what}"
-        await asyncio.sleep(0.02)
+    await eventually(check, timeout=WAIT_LIMIT, interval=0.02, what=what)
 
 
 @pytest.fixture

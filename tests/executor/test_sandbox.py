@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from proxy.executor.sandbox import DbCall, HandlerError, Sandbox
+from tests.support.polling import eventually
 
 # A stand-in for DB_CLIENT_JS: `await ctx.db.from(t)` sends {"table": t} and parses the reply.
 FAKE_DB_JS = """
@@ -268,10 +269,11 @@ async def test_globals_are_shared_per_isolate_key_only(sandbox: Sandbox) -> None
 
 
 async def test_concurrent_calls_in_one_isolate_get_their_own_db(sandbox: Sandbox) -> None:
-    gate = asyncio.Event()
+    parked, gate = asyncio.Event(), asyncio.Event()
     log: list[str] = []
 
     async def slow(spec: str) -> str:
+        parked.set()
         await gate.wait()
         return await tagged_db("slow", log)(spec)
 
@@ -279,7 +281,7 @@ async def test_concurrent_calls_in_one_isolate_get_their_own_db(sandbox: Sandbox
       const second = await ctx.db.from('b' + ctx.params.id);
       return [first.data, second.data];"""
     call_a = asyncio.create_task(run(sandbox, code, ctx={"params": {"id": "A"}}, db=slow))
-    await asyncio.sleep(0.05)  # call A is parked at its first await
+    await asyncio.wait_for(parked.wait(), 10)  # call A is parked at its first ctx.db await
     result_b = await run(sandbox, code, ctx={"params": {"id": "B"}}, db=tagged_db("fast", log))
     gate.set()
     result_a = await call_a
@@ -340,16 +342,19 @@ async def test_closed_sandbox_refuses_calls() -> None:
 
 async def test_close_waits_for_calls_in_flight() -> None:
     sb = Sandbox(timeout=2.0, db_client_js=FAKE_DB_JS)
-    gate = asyncio.Event()
+    parked, gate = asyncio.Event(), asyncio.Event()
 
     async def slow(spec: str) -> str:
+        parked.set()
         await gate.wait()
         return await tagged_db("slow")(spec)
 
     call = asyncio.create_task(run(sb, "return (await ctx.db.from('t')).data.db;", db=slow))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(parked.wait(), 10)
     closing = asyncio.create_task(sb.close())
-    await asyncio.sleep(0.05)
+    # close() has let go of the isolate (the LRU is empty) and waits for the call: whatever it
+    # would close under a running call, it has closed by now.
+    await eventually(lambda: "isolates=0/" in repr(sb), what="close() has dropped the isolate")
     assert not closing.done() and sb.isolates_closed == 0  # never closed under a running call
     gate.set()
     assert await call == "slow"

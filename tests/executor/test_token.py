@@ -10,6 +10,7 @@ import aiohttp
 
 from proxy.executor.client import TOKEN_HEADER, ExecutorClient
 from proxy.executor.service import Executor, build_executor_app
+from proxy.request_context import RequestContext
 from proxy.settings import load_settings
 from proxy.upstream.pool import UpstreamPool
 
@@ -37,7 +38,7 @@ async def test_calls_without_the_token_are_refused(aiohttp_server: Any, tmp_path
     pool = UpstreamPool(max_connections=4, keepalive_seconds=5, connect_timeout=1, timeout=5)
     try:
         client = ExecutorClient(pool, url, token=TOKEN)
-        response = await client.call(CALL, {"X-Request-ID": "rid"})
+        response = await client.call(CALL, RequestContext("rid", started=0.0))
         assert (response.status, response.body) == (200, b'"ran"')
     finally:
         await pool.close()

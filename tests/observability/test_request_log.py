@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,8 +16,9 @@ from prometheus_client import REGISTRY
 
 from proxy.errors import StoreError
 from proxy.observability.request_log import COLUMNS, LogBatch, LogRow, LogWriter, RequestLog
+from proxy.retry import Backoff
 from proxy.routing.registry import RouteRegistry
-from proxy.store.backoff import Backoff
+from proxy.settings_views import DatabaseSettings
 from proxy.store.logs import (
     PRUNE_LOCK_ID,
     LogPruner,
@@ -29,6 +28,7 @@ from proxy.store.logs import (
 )
 from proxy.store.pg_source import PostgresSource
 from tests.support.fault_proxy import FaultProxy
+from tests.support.polling import eventually
 
 MODULE = "0b6f2a59-3c1e-4d4e-9a55-6f1f2c3b4d01"
 SITE = "5e0c1b2a-0000-4000-8000-00000000a001"
@@ -67,19 +67,6 @@ def written() -> float:
 def writer_for(source: PostgresSource) -> LogWriter:
     """What the gateway passes: write_logs on the PostgresSource pool."""
     return lambda batch: source.execute(lambda conn: write_logs(conn, batch.rows, batch.attempt))
-
-
-async def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> float:
-    """Poll until `condition()` is true; returns the seconds it took."""
-    started = time.monotonic()
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return time.monotonic() - started
-        assert time.monotonic() - started < timeout, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def query(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -130,10 +117,11 @@ async def insert_route_and_key(dsn: str) -> tuple[str, str]:
 @pytest.fixture
 async def source(database: str) -> AsyncIterator[PostgresSource]:
     src = PostgresSource(
-        database, RouteRegistry(), timeout=2.0, pool_size=2, reconnect_max_seconds=0.2
+        DatabaseSettings(url=database, pool_size=2, timeout=2.0, reconnect_max_seconds=0.2),
+        RouteRegistry(),
     )
     await src.start()
-    await wait_until(lambda: src.connected)
+    await eventually(lambda: src.connected)
     yield src
     await src.stop()
 
@@ -141,7 +129,7 @@ async def source(database: str) -> AsyncIterator[PostgresSource]:
 # -- writing --------------------------------------------------------------------------------
 
 
-async def test_rows_land_within_a_second_with_every_column(
+async def test_rows_below_a_batch_are_written_by_the_timer_with_every_column(
     source: PostgresSource, database: str
 ) -> None:
     route, key = await insert_route_and_key(database)
@@ -158,10 +146,12 @@ async def test_rows_land_within_a_second_with_every_column(
     before = written()
     log.record(full)
     log.record(empty)
-    took = await wait_until(lambda: has_rows(database, 2), timeout=1.0)
+    # Two rows fill no batch of 100, and stop() has not been called: only the flush timer
+    # (0.25 s) writes them. The wait's bound catches a timer that never fires; how soon it
+    # fires is the timer's setting, not something a loaded machine can measure reliably.
+    await eventually(lambda: has_rows(database, 2), what="the timer wrote both rows")
     await log.stop()
 
-    assert took < 1.0
     first, second = await stored(database)
     expected: dict[str, Any] = dict(zip(COLUMNS, full, strict=True))
     assert json.loads(first.pop("query_params")) == json.loads(expected.pop("query_params"))
@@ -226,7 +216,7 @@ async def test_route_or_key_deleted_before_the_write_is_logged_as_null(
     assert second["route_id"] == kept_route
 
 
-async def test_write_10k_rows_timing(database: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_write_10k_rows_in_one_call(database: str) -> None:
     rows = [
         (MODULE, SITE, None, "GET", f"/contacts/{n}", '{"page": "2"}', "jwt", None, USER, 200,
          n % 500, None, "203.0.113.9", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", NOW)
@@ -234,16 +224,11 @@ async def test_write_10k_rows_timing(database: str, capsys: pytest.CaptureFixtur
     ]  # fmt: skip
     conn = await asyncpg.connect(database)
     try:
-        await write_logs(conn, rows[:10])  # warm the statement cache, as a running gateway has
-        started = time.perf_counter()
+        await write_logs(conn, rows[:10])  # the statement cache warm, as a running gateway has
         assert await write_logs(conn, rows) == 10_000
-        took = time.perf_counter() - started
     finally:
         await conn.close()
-    with capsys.disabled():
-        print(f"\nwrite_logs: 10,000 rows in {took * 1000:.0f} ms (binary COPY)")
     assert await count(database) == 10_010
-    assert took < 5.0
 
 
 # -- queueing and failures ------------------------------------------------------------------
@@ -266,12 +251,11 @@ async def test_full_queue_drops_and_counts_without_waiting() -> None:
     await asyncio.wait_for(entered.wait(), 1)  # 50 rows in flight, 40 queued
     assert log.held == 90  # rows in flight count against the bound until they are written
 
-    started = time.perf_counter()
+    # All 10,000 calls return while the writer is still parked: record() never waits for it.
+    # The 10 free slots take rows and the rest are dropped.
     for n in range(10_000):
         log.record(row(n))
-    took = time.perf_counter() - started
-
-    assert took < 0.5  # ~5 ms here: record() never waits for the writer
+    assert batches == []
     assert dropped("queue_full") - before_full == 10_000 - 10  # only the 10 free slots
     release.set()
     await log.stop()
@@ -285,9 +269,11 @@ async def test_postgres_down_then_back(database: str, caplog: pytest.LogCaptureF
     host, port = "127.0.0.1", int(database.rsplit(":", 1)[1].split("/")[0])
     proxy = await FaultProxy(host, port).start()
     source = PostgresSource(
-        proxy.url_for(database), RouteRegistry(), timeout=1.0, pool_size=1,
-        reconnect_max_seconds=0.2,
-    )  # fmt: skip
+        DatabaseSettings(
+            url=proxy.url_for(database), pool_size=1, timeout=1.0, reconnect_max_seconds=0.2
+        ),
+        RouteRegistry(),
+    )
     await source.start()
     attempts: list[int] = []
     pg_writer = writer_for(source)
@@ -301,7 +287,7 @@ async def test_postgres_down_then_back(database: str, caplog: pytest.LogCaptureF
         backoff=Backoff(maximum=0.2, initial=0.05),
     )  # fmt: skip
     try:
-        await wait_until(lambda: source.connected)
+        await eventually(lambda: source.connected)
         await log.start()
         before_failed, before_written = dropped("write_failed"), written()
         proxy.set_mode("refuse")
@@ -309,10 +295,10 @@ async def test_postgres_down_then_back(database: str, caplog: pytest.LogCaptureF
             log.record(row(n))
         # The first batch fails and is kept; it is tried again after the backoff's delay,
         # the same 10 rows each time, while the other 15 wait behind it.
-        await wait_until(lambda: len(attempts) >= 3)
+        await eventually(lambda: len(attempts) >= 3)
         assert attempts[:3] == [10, 10, 10] and log.held == 25
         proxy.set_mode("pass")
-        await wait_until(lambda: written() - before_written == 25)
+        await eventually(lambda: written() - before_written == 25)
     finally:
         await log.stop()
         await source.stop()
@@ -418,7 +404,7 @@ async def test_log_pruner_deletes_old_rows(
     pruner = LogPruner(source.execute, retention_days=30, interval=3600, first_delay=0.01)
     await pruner.start()
     try:
-        await wait_until(lambda: any("deleted" in r.getMessage() for r in caplog.records))
+        await eventually(lambda: any("deleted" in r.getMessage() for r in caplog.records))
     finally:
         await pruner.stop()
     assert await count(database) == 2
@@ -434,7 +420,7 @@ async def test_log_pruner_keeps_running_through_store_errors(
     pruner = LogPruner(down, retention_days=7, interval=0.01, first_delay=0)
     await pruner.start()
     try:
-        await wait_until(lambda: len(caplog.records) >= 3)
+        await eventually(lambda: len(caplog.records) >= 3)
     finally:
         await pruner.stop()
     assert {r.levelno for r in caplog.records} == {logging.WARNING}

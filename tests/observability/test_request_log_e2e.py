@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from proxy.settings import load_settings
 from proxy.store.keys import create_key
 from proxy.store.routes import apply_manifest
 from tests.support.gateway import MODULE_ID
+from tests.support.polling import eventually
 
 SITE = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d"
 AGENCY = "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a"
@@ -63,10 +63,7 @@ async def test_requests_land_in_module_api_logs(
     )
     gateway = Gateway(settings)
     client = await aiohttp_client(build_public_app(gateway))
-    for _ in range(200):
-        if gateway.ready:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: gateway.ready, what="the gateway is ready")
     headers = {"X-API-Key": key, "User-Agent": "log-test/1.0"}
     sent = time.perf_counter()
     assert (await client.get("/api/modules/crm/contacts/9?a=1&b=x", headers=headers)).status == 200
@@ -74,10 +71,11 @@ async def test_requests_land_in_module_api_logs(
 
     conn = await asyncpg.connect(database)
     try:
-        rows: list[Any] = []
-        while time.perf_counter() - sent < 5 and len(rows) < 2:
-            rows = await conn.fetch("SELECT * FROM module_api_logs ORDER BY created_at")
-            await asyncio.sleep(0.05)
+        rows = await eventually(
+            lambda: conn.fetch("SELECT * FROM module_api_logs ORDER BY created_at"),
+            until=lambda rows: len(rows) >= 2,
+            what="the two requests' log rows",
+        )
         landed = time.perf_counter() - sent
     finally:
         await conn.close()

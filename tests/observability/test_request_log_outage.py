@@ -25,9 +25,10 @@ from proxy.server.gateway import Gateway
 from proxy.settings import load_settings
 from proxy.store.keys import create_key
 from proxy.store.routes import apply_manifest
-from tests.observability.test_request_log import dropped, sample, wait_until
+from tests.observability.test_request_log import dropped, sample
 from tests.support.fault_proxy import FaultProxy
 from tests.support.gateway import MODULE_ID
+from tests.support.polling import eventually
 from tests.support.process import ServeProcess
 
 SITE = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8e"
@@ -118,7 +119,7 @@ async def start_gateway(
     )
     gateway = Gateway(settings)
     client = await aiohttp_client(build_public_app(gateway))
-    await wait_until(lambda: gateway.ready)
+    await eventually(lambda: gateway.ready)
     return gateway, client
 
 
@@ -148,18 +149,18 @@ async def test_outage_under_a_stream_of_requests_loses_nothing(
     assert log is not None
     before = drops()
     await send(client, seeded, range(100))
-    await wait_until(seeded.logged, timeout=10)  # the first rows are in: Postgres works
-    await wait_until(lambda: log.held == 0, timeout=10)
+    await eventually(seeded.logged, timeout=10)  # the first rows are in: Postgres works
+    await eventually(lambda: log.held == 0, timeout=10)
 
     seeded.proxy.set_mode(cut)  # refuse: Postgres stopped; blackhole: a silent partition
     await send(client, seeded, range(100, 250))
-    await wait_until(lambda: log.failing, timeout=10)
+    await eventually(lambda: log.failing, timeout=10)
     await send(client, seeded, range(250, 300))  # still served, still logged
     assert await seeded.logged() < 300
     seeded.proxy.set_mode("pass")
 
-    await wait_until(lambda: _equals(seeded.logged(), 300), timeout=20)
-    await wait_until(lambda: _equals(seeded.request_count(), 300), timeout=20)
+    await eventually(lambda: _equals(seeded.logged(), 300), timeout=20)
+    await eventually(lambda: _equals(seeded.request_count(), 300), timeout=20)
     assert await seeded.paths_as_written() == paths(300)  # every row once, in order
     assert drops() == before
 
@@ -173,8 +174,8 @@ async def test_a_full_queue_drops_exactly_the_overflow_and_keeps_the_rest(
     log = gateway.request_log
     assert log is not None
     await send(client, seeded, range(1))
-    await wait_until(lambda: log.held == 0 and not log.failing, timeout=10)
-    await wait_until(lambda: _equals(seeded.logged(), 1), timeout=10)
+    await eventually(lambda: log.held == 0 and not log.failing, timeout=10)
+    await eventually(lambda: _equals(seeded.logged(), 1), timeout=10)
 
     seeded.proxy.set_mode("refuse")
     before = drops()
@@ -185,9 +186,9 @@ async def test_a_full_queue_drops_exactly_the_overflow_and_keeps_the_rest(
     assert log.held == 100
     seeded.proxy.set_mode("pass")
 
-    await wait_until(lambda: log.held == 0, timeout=20)
+    await eventually(lambda: log.held == 0, timeout=20)
     assert await seeded.paths_as_written() == paths(101)  # the first 100 of the 150
-    await wait_until(lambda: _equals(seeded.request_count(), 151), timeout=20)
+    await eventually(lambda: _equals(seeded.request_count(), 151), timeout=20)
 
 
 async def _equals(value: Any, expected: object) -> bool:
@@ -225,12 +226,12 @@ async def test_sigterm_flushes_what_the_outage_held_once_postgres_returns_within
     proc = await serve_through(seeded, tmp_path, grace=15)
     try:
         await send_to(proc, seeded, range(50))
-        await wait_until(lambda: _equals(seeded.logged(), 50), timeout=10)
+        await eventually(lambda: _equals(seeded.logged(), 50), timeout=10)
         seeded.proxy.set_mode("refuse")
         await send_to(proc, seeded, range(50, 120))
         proc.signal(signal.SIGTERM)
-        await wait_until(lambda: "draining" in proc.output_so_far(), timeout=10)
-        await wait_until(lambda: "writes failing" in proc.output_so_far(), timeout=10)
+        await eventually(lambda: "draining" in proc.output_so_far(), timeout=10)
+        await eventually(lambda: "writes failing" in proc.output_so_far(), timeout=10)
         seeded.proxy.set_mode("pass")  # back within the grace
         assert await proc.wait(20) == 0
     finally:
@@ -247,7 +248,7 @@ async def test_sigterm_with_postgres_still_down_counts_and_logs_the_rest_once(
     proc = await serve_through(seeded, tmp_path, grace=1)
     try:
         await send_to(proc, seeded, range(30))
-        await wait_until(lambda: _equals(seeded.logged(), 30), timeout=10)
+        await eventually(lambda: _equals(seeded.logged(), 30), timeout=10)
         seeded.proxy.set_mode("refuse")
         await send_to(proc, seeded, range(30, 70))
         started = time.monotonic()

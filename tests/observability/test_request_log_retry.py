@@ -12,8 +12,9 @@ import pytest
 
 from proxy.errors import StoreError
 from proxy.observability.request_log import LogBatch, LogRow, RequestLog, row_bytes
-from proxy.store.backoff import Backoff
-from tests.observability.test_request_log import dropped, row, wait_until, written
+from proxy.retry import Backoff
+from tests.observability.test_request_log import dropped, row, written
+from tests.support.polling import eventually
 
 
 class Clock:
@@ -92,17 +93,17 @@ async def test_rows_recorded_through_an_outage_are_all_written_once_in_order() -
     try:
         for n in range(300):
             log.record(row(n))
-        await wait_until(lambda: len(pg.rows) == 300)
+        await eventually(lambda: len(pg.rows) == 300)
         pg.down = True
         tries_before = len(pg.tries)
         for n in range(300, 1500):
             log.record(row(n))
             if n % 100 == 0:
                 await asyncio.sleep(0)  # requests keep coming while Postgres is away
-        await wait_until(lambda: len(pg.tries) >= tries_before + 3)  # retried, and failing
+        await eventually(lambda: len(pg.tries) >= tries_before + 3)  # retried, and failing
         assert len(pg.rows) == 300
         pg.down = False
-        await wait_until(lambda: len(pg.rows) == 1500)
+        await eventually(lambda: len(pg.rows) == 1500)
     finally:
         await log.stop()
     assert pg.paths == paths(1500)  # in order, none twice
@@ -195,7 +196,7 @@ async def test_stop_writes_everything_once_postgres_returns_within_the_deadline(
         log.record(row(n))
     before = dropped("shutdown")
     stopping = asyncio.create_task(log.stop(asyncio.get_running_loop().time() + 10))
-    await wait_until(lambda: len(pg.tries) >= 3)
+    await eventually(lambda: len(pg.tries) >= 3)
     assert not stopping.done()
     pg.down = False
     await asyncio.wait_for(stopping, 5)

@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from proxy.ratelimit.breaker import CircuitBreaker
 from proxy.ratelimit.limiter import RateLimiter, create_redis_client
-from proxy.ratelimit.local_limiter import LocalLimiter
-from proxy.ratelimit.redis_limiter import RedisLimiter
+from proxy.server.gateway import rate_limiter
 from proxy.settings import DEFAULTS, load_settings
 from tests.support.redis_server import RedisServer, RedisServerMissing
 
@@ -76,27 +74,10 @@ async def build(tmp_path: Path) -> AsyncIterator[Build]:
             },
         )
         assert settings.redis_timeout_seconds == BUDGET
-        # As Gateway._rate_limiter, with the breaker's clock injected.
         assert settings.redis_url is not None
         client = create_redis_client(settings.redis_url, timeout=settings.redis_timeout_seconds)
-        local = LocalLimiter(
-            capacity=settings.local_buckets_max,
-            replicas=settings.rate_limit_replicas * settings.workers,
-        )
-        limiter = RateLimiter(
-            local=local,
-            redis=RedisLimiter(client, timeout=settings.redis_timeout_seconds, mirror=local),
-            breaker=CircuitBreaker(
-                failures=settings.redis_circuit_failures,
-                window=settings.redis_circuit_window_seconds,
-                cooldown=settings.redis_circuit_cooldown_seconds,
-                policy=settings.redis_failure_policy,
-                clock=clock,
-            ),
-            policy=settings.redis_failure_policy,
-            default_per_minute=settings.default_rate_limit_per_minute,
-            default_per_day=settings.default_rate_limit_per_day,
-        )
+        # As the gateway builds it, with the breaker's clock injected.
+        limiter = rate_limiter(settings, client, clock=clock)
         made.append((limiter, client))
         await limiter.start()
         return limiter

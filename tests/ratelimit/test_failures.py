@@ -1,6 +1,6 @@
 """Redis failures, on a private redis-server the tests kill, hang and restart.
 
-Strategy: the real `RateLimiter` facade, assembled as `Gateway._rate_limiter` assembles it from
+Strategy: the real `RateLimiter` facade, assembled by the gateway's `rate_limiter` from
 settings (the default budget), with the breaker's clock injected: while the test holds the
 clock, a burst of failures stays inside the window and an open circuit sends no probe, so
 "opens only on failures spanning the window" and "no Redis call while open" are exact; the
@@ -31,6 +31,7 @@ from proxy.errors import ServiceUnavailable
 from proxy.ratelimit.decision import Decision
 from proxy.ratelimit.limiter import RateLimiter
 from tests.ratelimit.conftest import BUDGET, COOLDOWN, THRESHOLD, WINDOW, Build, ManualClock
+from tests.support.polling import eventually
 from tests.support.process import ServeProcess
 from tests.support.redis_server import RedisServer
 
@@ -55,13 +56,6 @@ def bucket_name() -> str:
     return f"t-{uuid.uuid4().hex}:ip:127.0.0.1"
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.001)
-
-
 async def until_open(limiter: RateLimiter, clock: ManualClock, timeout: float = 5.0) -> None:
     """Until the circuit opens, moving the breaker's clock so that failures span the window."""
 
@@ -69,7 +63,7 @@ async def until_open(limiter: RateLimiter, clock: ManualClock, timeout: float = 
         clock.advance(WINDOW / 50)
         return limiter.breaker.open
 
-    await until(opened, timeout)
+    await eventually(opened, timeout=timeout, interval=0.001, what="the circuit opens")
 
 
 class Traffic:
@@ -104,13 +98,13 @@ async def test_local_policy_kill_mid_traffic_falls_back_then_recovers(
 
     redis_before = decisions("redis")
     traffic = Traffic(limiter, bucket_name(), per_minute)
-    await until(lambda: len(traffic.results) >= 20)
+    await eventually(lambda: len(traffic.results) >= 20)
     assert decisions("redis") - redis_before >= 20 and not limiter.breaker.open
 
     private_redis.kill()
     await until_open(limiter, clock)
     seen = len(traffic.results)
-    await until(lambda: len(traffic.results) >= seen + 50)  # traffic goes on, decided locally
+    await eventually(lambda: len(traffic.results) >= seen + 50)  # traffic goes on, decided locally
     results = await traffic.stop()
     assert all(isinstance(d, Decision) for d in results)  # policy local always decides
     assert sample(FALLBACK) == 1
@@ -131,7 +125,7 @@ async def test_local_policy_kill_mid_traffic_falls_back_then_recovers(
     # Redis back, empty (no keys, no script): connections reopen in the background, the script
     # loaded with them. Nothing calls it until the cooldown has passed.
     private_redis.restart()
-    await until(lambda: limiter.redis is not None and limiter.redis.connected, timeout=10)
+    await eventually(lambda: limiter.redis is not None and limiter.redis.connected, timeout=10)
     await limiter.hit(fresh, per_minute, 0)
     assert limiter.breaker.open and sample(FALLBACK) == 1
     clock.advance(COOLDOWN)

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from proxy.ratelimit.redis_limiter import DEFAULT_TIMEOUT, NotConnected, RedisLimiter, bucket_keys
 from tests.ratelimit.test_buckets import T0
 from tests.support.fault_proxy import FaultProxy
+from tests.support.polling import eventually
 from tests.support.redis_server import RedisServer
 
 
@@ -115,7 +116,7 @@ async def test_a_call_never_opens_a_connection(
         await limiter.hit(bucket, 10, 0, T0)
     assert time.perf_counter() - started < DEFAULT_TIMEOUT / 10  # at once, no budget spent
     # ...and the connections are opened in the background meanwhile.
-    await asyncio.wait_for(_until(lambda: limiter.idle == limiter.connections), 5)
+    await eventually(lambda: limiter.idle == limiter.connections, timeout=5)
     assert (await limiter.hit(bucket, 10, 0, T0)).remaining == 9
 
 
@@ -131,7 +132,7 @@ async def test_a_reopened_connection_has_the_script_before_its_first_call(
             if (await limiter.hit(bucket, 10, 0, T0)).allowed:
                 break
         await asyncio.sleep(0.01)
-    await asyncio.wait_for(_until(lambda: limiter.idle == limiter.connections), 5)
+    await eventually(lambda: limiter.idle == limiter.connections, timeout=5)
     admin = redis.from_url(private_redis.url)
     clients.append(admin)
     stats = await admin.info("commandstats")
@@ -164,15 +165,10 @@ async def test_reconnecting_costs_no_call_its_budget(
         assert len(failures) == 50 and not any(isinstance(f, TimeoutError) for f in failures)
         assert max(costs) < DEFAULT_TIMEOUT / 2, f"slowest: {max(costs) * 1000:.1f} ms"
         proxy.set_mode("pass")
-        await asyncio.wait_for(_until(lambda: limiter.idle == limiter.connections), 10)
+        await eventually(lambda: limiter.idle == limiter.connections, timeout=10)
         assert (await limiter.hit(bucket, 10, 0, T0)).remaining == 8
     finally:
         await proxy.close()
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
 
 
 async def test_a_reply_that_waited_for_a_busy_host_is_not_a_timeout(

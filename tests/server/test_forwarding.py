@@ -298,7 +298,7 @@ async def test_client_disconnect_mid_body_aborts_upstream(gateway: Any, upstream
         b"Content-Length: 10000000\r\n\r\n" + b"p" * 200_000
     )
     await writer.drain()
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(log.body_started.wait(), 10)  # the upload is under way upstream
     writer.transport.abort()
     await asyncio.wait_for(log.finished.wait(), 5)
     assert log.body_errors, "upstream should see the body cut short"

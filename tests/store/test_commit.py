@@ -3,10 +3,8 @@ answer to its COMMIT was lost (a fault proxy mutes the server right at COMMIT)."
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -18,6 +16,7 @@ from proxy.store.commit import WriteAttempt, write_once
 from proxy.store.keys import create_key, record_usage
 from proxy.store.logs import write_logs
 from tests.support.fault_proxy import FaultProxy
+from tests.support.polling import eventually
 
 MODULE = "0b6f2a59-3c1e-4d4e-9a55-6f1f2c3b4d02"
 SITE = "5e0c1b2a-0000-4000-8000-00000000a002"
@@ -30,14 +29,6 @@ def rows(n: int) -> list[LogRow]:
          None, now)
         for i in range(n)
     ]  # fmt: skip
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Poll until `condition()` is true, failing past `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def log_count(conn: asyncpg.Connection) -> int:
@@ -108,7 +99,7 @@ async def test_commit_that_never_arrived_is_written_on_retry(
             return False
 
     try:
-        await wait_until(written)
+        await eventually(written)
     finally:
         await retry.close()
     assert await log_count(direct) == 3
@@ -136,7 +127,7 @@ async def test_transaction_left_open_by_a_partition_is_ended_then_written(
         query = "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1"
         return bool(await direct.fetchval(query, attempt.backend_pid))
 
-    await wait_until(ended)
+    await eventually(ended)
     assert await write_logs(direct, rows(2), attempt) == 2
     assert await direct.fetchval("SELECT count(*) FROM module_api_logs WHERE path = '/orphan'") == 0
     assert await log_count(direct) == 2

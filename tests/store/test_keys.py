@@ -14,10 +14,9 @@ import asyncpg
 import pytest
 
 from proxy.auth.api_keys import is_well_formed
+from proxy.auth.key_fields import INT4_MAX, InvalidKeyField
 from proxy.errors import ConfigError, StoreError
 from proxy.store.keys import (
-    INT4_MAX,
-    InvalidKeyField,
     KeySummary,
     create_key,
     fetch_active_key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -14,7 +15,9 @@ from proxy.routing.manifest import parse_manifest
 from proxy.routing.registry import RouteRegistry
 from proxy.server.app import build_public_app
 from proxy.server.gateway import Gateway
+from proxy.server.modes import postgres_store
 from proxy.settings import load_settings
+from proxy.settings_views import DatabaseSettings
 from proxy.store.pg_source import PostgresSource
 from proxy.store.routes import apply_manifest
 from tests.support.fault_proxy import FaultProxy
@@ -66,20 +69,13 @@ def start_gateway(aiohttp_client: Any, tmp_path: Any) -> Any:
             # spend its shutdown grace retrying the rows it still holds.
             overrides={
                 "database_url": dsn,
+                "database_timeout": timeout,
+                "database_reconnect_max_seconds": 0.5,
                 "rate_limit_enabled": False,
                 "request_log_enabled": False,
             },
         )
-        registry = RouteRegistry()
-        source = PostgresSource(
-            dsn,
-            registry,
-            timeout=timeout,
-            pool_size=2,
-            reconnect_max_seconds=0.5,
-            heartbeat_seconds=heartbeat,
-        )
-        gateway = Gateway(settings, registry=registry, source=source)
+        gateway = Gateway(settings, store=partial(postgres_store, heartbeat_seconds=heartbeat))
         client = await aiohttp_client(build_public_app(gateway))
         return client, gateway
 
@@ -304,10 +300,11 @@ async def test_keys_in_memory_survive_a_full_reload_and_the_next_outage(database
     proxy = await FaultProxy(host, int(port)).start()
     registry = RouteRegistry()
     keys = KeyDirectory(capacity=100, negative_ttl=30, lookup_budget_per_second=100)
-    source = PostgresSource(
-        proxy.url_for(database), registry, keys, timeout=0.5, pool_size=2,
-        reconnect_max_seconds=0.5, heartbeat_seconds=0.2,
-    )  # fmt: skip
+    pool = DatabaseSettings(
+        url=proxy.url_for(database), pool_size=2, timeout=0.5, reconnect_max_seconds=0.5
+    )
+    source = PostgresSource(pool, registry, keys, heartbeat_seconds=0.2)
+    keys.loader = source  # as the gateway's Postgres mode wires them (proxy/server/modes.py)
     await source.start()
     try:
         await _wait_for(lambda: _true(registry.loaded))

@@ -105,7 +105,7 @@ async def route_rows(conn: asyncpg.Connection, module_id: str) -> dict[tuple[str
 async def test_apply_then_load_round_trips(conn: asyncpg.Connection) -> None:
     results = await apply_manifest(conn, manifest(crm(), booking()))
     assert results == [ModuleApplyResult(CRM, 4, 0), ModuleApplyResult(BOOKING, 2, 0)]
-    loaded = await load_modules(conn)
+    loaded = await load_modules(conn, docs=True)
     assert [without_ids(m) for m in loaded] == [sorted_routes(crm()), sorted_routes(booking())]
     assert all(uuid.UUID(r.id or "") for m in loaded for r in m.routes)
 
@@ -148,7 +148,7 @@ async def test_removed_route_is_deactivated_then_revived(conn: asyncpg.Connectio
     rows = await route_rows(conn, CRM)
     assert rows[("/contacts/:id", "GET")]["is_active"] is True
     assert {k: r["id"] for k, r in rows.items()} == {k: r["id"] for k, r in before.items()}
-    assert [without_ids(m) for m in await load_modules(conn)] == [sorted_routes(crm())]
+    assert [without_ids(m) for m in await load_modules(conn, docs=True)] == [sorted_routes(crm())]
 
 
 async def test_changed_route_is_updated_in_place(conn: asyncpg.Connection) -> None:
@@ -296,6 +296,21 @@ async def test_removed_module_yields_no_entry(conn: asyncpg.Connection) -> None:
     assert [m.id for m in await load_modules(conn)] == [BOOKING]
 
 
+async def test_gateway_load_leaves_the_docs_out(conn: asyncpg.Connection) -> None:
+    # Summary, description and schemas are documentation: without `docs` they stay in Postgres.
+    await apply_manifest(conn, manifest(crm()))
+    expected = [
+        dataclasses.replace(
+            r, summary=None, description=None, request_schema=None, response_schema=None
+        )
+        for r in CRM_ROUTES
+    ]
+    [module] = await load_modules(conn)
+    assert without_ids(module) == sorted_routes(crm(*expected))
+    [with_docs] = await load_modules(conn, docs=True)
+    assert [r.id for r in with_docs.routes] == [r.id for r in module.routes]
+
+
 async def test_module_of_routes_written_by_plain_sql(conn: asyncpg.Connection) -> None:
     # The platform's own writers leave nullable seed columns NULL; reads use the seed defaults.
     module_id = str(uuid.uuid4())
@@ -307,7 +322,7 @@ async def test_module_of_routes_written_by_plain_sql(conn: asyncpg.Connection) -
         "($1, '/a', 'GET', 'static', '{}', false, '{x,y}', 5, NULL)",
         module_id,
     )
-    [module] = await load_modules(conn, [module_id])
+    [module] = await load_modules(conn, [module_id], docs=True)
     assert (module.id, module.name, module.upstream) == (module_id, None, None)
     first, second = module.routes
     assert (first.path, first.requires_auth, first.required_scopes) == ("/a", False, ("x", "y"))
@@ -319,7 +334,7 @@ async def test_module_of_routes_written_by_plain_sql(conn: asyncpg.Connection) -
 
 async def test_jsonb_and_scopes_round_trip(conn: asyncpg.Connection) -> None:
     await apply_manifest(conn, manifest(crm()))
-    post = next(r for r in (await load_modules(conn))[0].routes if r.method == "POST")
+    post = next(r for r in (await load_modules(conn, docs=True))[0].routes if r.method == "POST")
     assert post.request_schema == SCHEMA
     assert post.response_schema == {"type": "object"}
     assert post.required_scopes == ("write:contacts", "read:contacts")
@@ -334,7 +349,7 @@ async def test_load_inside_callers_transaction(conn: asyncpg.Connection) -> None
     await apply_manifest(conn, manifest(crm()))
     async with conn.transaction():
         await conn.execute("UPDATE module_api_routes SET summary = 'uncommitted'")
-        [module] = await load_modules(conn, [CRM])
+        [module] = await load_modules(conn, [CRM], docs=True)
     assert {r.summary for r in module.routes} == {"uncommitted"}
 
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.support.polling import eventually_sync
 from tests.support.process import free_port
 
 NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
@@ -78,18 +78,27 @@ class Nginx:
         args += ["-e", str(self.prefix / "error.log")]
         with (self.prefix / "stderr.log").open("wb") as stderr:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def listens() -> bool:
+            if proc.poll() is not None:
                 err = (self.prefix / "stderr.log").read_text(errors="replace")
-                raise AssertionError(f"nginx exited {self.proc.returncode}: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise AssertionError(f"nginx did not listen on {self.port} within {timeout}s")
+                raise AssertionError(f"nginx exited {proc.returncode}: {err}")
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+
+        try:
+            eventually_sync(
+                listens,
+                timeout=timeout,
+                interval=0.02,
+                what=f"nginx listens on {self.port}",
+                ignore=(OSError,),  # not listening yet
+            )
+        except AssertionError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -11,18 +11,17 @@ Invariant: the server is stopped and its directory removed when `close()` return
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 import asyncpg
 
+from tests.support.polling import eventually
 from tests.support.process import free_port
 
 READY_TIMEOUT = 30.0
@@ -108,14 +107,16 @@ class PostgresCluster:
 
 async def wait_ready(url: str, timeout: float = READY_TIMEOUT) -> None:
     """Until `url` accepts a connection (pg_ctl -w says started a little early at times)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            conn = await asyncpg.connect(url, timeout=1)
-        except (OSError, asyncpg.PostgresError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-        else:
-            await conn.close()
-            return
+
+    async def accepts() -> bool:
+        conn = await asyncpg.connect(url, timeout=1)
+        await conn.close()
+        return True
+
+    await eventually(
+        accepts,
+        timeout=timeout,
+        interval=0.1,
+        what=f"Postgres accepts a connection at {url}",
+        ignore=(OSError, asyncpg.PostgresError),  # still starting
+    )

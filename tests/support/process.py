@@ -7,10 +7,11 @@ import os
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
+
+from tests.support.polling import eventually
 
 MODGATE = str(Path(sys.executable).with_name("modgate"))
 
@@ -75,20 +76,22 @@ class ServeProcess:
         return self
 
     async def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
+
+            async def ready() -> bool:
                 assert self.proc is not None
                 if self.proc.returncode is not None:
                     raise AssertionError(f"modgate exited early:\n{await self.output()}")
-                try:
-                    async with session.get(f"{self.admin_url}/readyz") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError("modgate did not become ready")
+                async with session.get(f"{self.admin_url}/readyz") as r:
+                    return r.status == 200
+
+            await eventually(
+                ready,
+                timeout=timeout,
+                interval=0.05,
+                what="modgate's /readyz answers 200",
+                ignore=(aiohttp.ClientError,),  # not listening yet
+            )
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         assert self.proc is not None

@@ -19,11 +19,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import weakref
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.polling import eventually_sync
 from tests.support.process import free_port
 
 REDIS_SERVER_ENV = "TEST_REDIS_SERVER"  # path to a redis-server binary, else found on PATH
@@ -89,17 +89,20 @@ class RedisServer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"redis-server exited with {self.proc.returncode}:\n{self._log_tail()}"
                 )
-            if self.ping():
-                return
-            time.sleep(0.005)
-        raise RuntimeError(f"redis-server did not answer PING in {READY_TIMEOUT} s")
+            return self.ping()
+
+        eventually_sync(
+            answers,
+            timeout=READY_TIMEOUT,
+            interval=0.005,
+            what=f"redis-server on port {self.port} answers PING",
+        )
 
     def ping(self, timeout: float = 0.5) -> bool:
         """True when the server answers PING now (a raw socket: no client library state)."""

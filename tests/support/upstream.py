@@ -15,6 +15,7 @@ class UpstreamLog:
     requests: list[dict[str, object]] = field(default_factory=list)
     body_errors: list[str] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    body_started: asyncio.Event = field(default_factory=asyncio.Event)  # a first body chunk came
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -24,6 +25,7 @@ def build_upstream(log: UpstreamLog) -> web.Application:
         try:
             async for chunk in request.content.iter_any():
                 size += len(chunk)
+                log.body_started.set()
         except BaseException as exc:  # a cut connection cancels this handler
             log.body_errors.append(type(exc).__name__)
             raise

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from proxy.store.backoff import Backoff
+from proxy.retry import Backoff
 
 
 def test_grows_caps_and_resets_with_injected_jitter() -> None:
