@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the gateway on the embedded default (config/routes.yaml)
 	$(VENV)/bin/modgate serve
 
-test: $(STAMP) tools  ## the whole test suite (needs Postgres and Redis; see README)
+test: $(STAMP) tools  ## the whole test suite (needs Postgres and Redis; see docs/development.md)
 	$(VENV)/bin/pytest
 
 # promtool (Debian package prometheus) checks the metrics and alert rules in the tests; nginx

@@ -47,7 +47,7 @@ def _require_postgres() -> None:
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         pytest.fail(
             f"Postgres is required for this test and is not reachable at {PG_URL} ({exc}). "
-            "Start it (see README: Development) or set TEST_DATABASE_URL.",
+            "Start it (see docs/development.md) or set TEST_DATABASE_URL.",
             pytrace=False,
         )
 

@@ -8,7 +8,7 @@ Strategy:
   module.
 - Decider: Redis when configured, one EVALSHA on a connection opened before the gateway turned
   ready, answered within `redis_timeout_seconds` (the budget: it measures Redis's reply, never
-  connection setup; its default comes from measurements, see the README). A call that fails
+  connection setup; its default comes from measurements, see docs/rate-limits.md). A call that fails
   or runs past its budget is decided by the failure policy at once: `local` (this process's
   share of the bucket Redis last reported, see local_limiter.py), `open` (admit, no headers),
   `closed` (503).
@@ -18,7 +18,7 @@ Strategy:
   conservative). Bound: between two Redis replies for a bucket a process admits at most its
   share of what the last one left, plus its share of the refill; with `rate_limit_replicas` x
   `workers` equal to the gateway processes, the fleet admits at most one limit more than one
-  gateway would during a failure (README: "The bound").
+  gateway would during a failure (docs/rate-limits.md: "The bound").
 - Circuit breaker: once Redis is really failing (`redis_circuit_failures` failures in a row
   over at least `redis_circuit_window_seconds`, or no connection could be opened) no request
   waits on it; every `redis_circuit_cooldown_seconds` one call probes it.

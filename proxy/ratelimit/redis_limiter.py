@@ -53,7 +53,8 @@ from proxy.retry import Backoff
 
 log = logging.getLogger("modgate.ratelimit")
 
-# The default budget of one call (settings: redis_timeout_seconds); README: "The budget".
+# The default budget of one call (settings: redis_timeout_seconds); docs/rate-limits.md,
+# "The budget".
 DEFAULT_TIMEOUT = 0.25
 CONNECTIONS = 4
 MAX_BATCH = 512

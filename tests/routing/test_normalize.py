@@ -1,4 +1,4 @@
-"""Path normalisation: the README's table of examples, and the refusals."""
+"""Path normalisation: the examples table of docs/forwarding-and-security.md; the refusals."""
 
 from __future__ import annotations
 
