@@ -1,17 +1,31 @@
 # Everything a fresh machine needs is installed from pyproject.toml into .venv.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Two install stamps: `run` needs only the package and what serving needs (a few seconds);
+# the tests, checks and benches add the [dev] extras (pytest, ruff, mypy, the Helm SDK, ...),
+# which take most of a first install. Each step prints a line, and pip its own progress.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
 .PHONY: run test tools bench bench-smoke chaos chaos-smoke check lint typecheck bench-matcher bench-propagation bench-auth bench-ratelimit bench-observability bench-pool bench-pool-fairness bench-cpu clean
 
-$(STAMP): pyproject.toml
+# The pip that venv bundles with Python >= 3.11 installs editable pyproject packages: it is
+# not upgraded first (that was a download on every fresh clone).
+$(PY):
+	@echo "==> creating $(VENV) (python3 -m venv)"
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	@echo "==> installing modgate and what serving needs into $(VENV)"
+	$(PY) -m pip install --progress-bar on -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml $(RUN_STAMP)
+	@echo "==> installing the test and check tools ('.[dev]': pytest, ruff, mypy, helm sdk, ...)"
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## the gateway on the embedded default (config/routes.yaml)
+run: $(RUN_STAMP)  ## the gateway on the embedded default (config/routes.yaml)
 	$(VENV)/bin/modgate serve
 
 test: $(STAMP) tools  ## the whole test suite (needs Postgres and Redis; see docs/development.md)

@@ -35,6 +35,8 @@
             ├── PoolBusy                503 executor_busy (the worker's slots and queue are full)
             │   └── ModuleBusy          503 module_busy (the module holds all of its slots)
             ├── HandlerTimeout          504 handler_timeout
+            ├── ExecutorUnauthorized    502 executor_unauthorized (the gateway's side: the pool
+            │                           refused its executor_token; a misconfiguration)
             └── RelayedExecutorError    the gateway's side: the pool's status, code and message
 
 Strategy: a GatewayError's message is written for clients and is the only text that reaches
@@ -315,6 +317,15 @@ class HandlerTimeout(ExecutorError):
     status = 504
     code = "handler_timeout"
     default_message = "The handler took too long"
+
+
+class ExecutorUnauthorized(ExecutorError):
+    """The gateway's side of ExecutorTokenRefused: the gateway and the pool disagree on
+    executor_token. The client did nothing wrong, so it gets a 502, not the pool's 401."""
+
+    status = 502
+    code = "executor_unauthorized"
+    default_message = "The handler pool refused this gateway"
 
 
 class RelayedExecutorError(ExecutorError):

@@ -39,6 +39,15 @@ class Address(NamedTuple):
     def parse(cls, text: str) -> Address:
         return cls(*parse_address(text))
 
+    def local_authority(self) -> str | None:
+        """The host:port a client on this machine dials to reach this address: a wildcard host
+        as loopback ("0.0.0.0:8080" -> "127.0.0.1:8080", "[::]:8080" -> "[::1]:8080"). None for
+        port 0: the port is chosen when the socket binds."""
+        if self.port == 0:
+            return None
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListenAddresses:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,13 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.docs.markdown import code_blocks
 from tests.support.gateway import MODULE_ID
-from tests.support.process import ServeProcess, run_cli, vm_hwm_kib
+from tests.support.polling import eventually
+from tests.support.process import ServeProcess, free_port, run_cli, vm_hwm_kib
 
 REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
 
 
 def _write_routes(path: Path, upstream: str, extra: list[dict[str, Any]] | None = None) -> None:
@@ -63,25 +67,108 @@ async def _get(url: str) -> tuple[int, Any]:
         return r.status, await r.json()
 
 
-async def test_readme_example_routes_work(tmp_path: Path) -> None:
-    # The checked-in example, as the README runs it (its self-proxy needs port 8080 only for
-    # the /via-proxy route, so this test exercises the routes that do not depend on the port).
-    proc = ServeProcess("--routes-file", str(REPO / "config/routes.yaml"), cwd=str(REPO))
+def _readme_quick_start() -> list[tuple[str, str]]:
+    """The README's quick-start curl lines (continuations joined), each with its comment."""
+    block = next(b for b in code_blocks(README.read_text(), "sh") if "curl" in b)
+    lines = re.sub(r"\\\n\s*", "", block).splitlines()
+    return [
+        (cmd.strip(), note.strip()) for cmd, _, note in (line.partition(" # ") for line in lines)
+    ]
+
+
+async def test_readme_quick_start_lines_work_on_any_port(tmp_path: Path) -> None:
+    # `make run` is `modgate serve` in the repository; here both ports are not the defaults
+    # (8080, 9090), and every line must still answer what its comment says (the /via-proxy
+    # route once pointed at 127.0.0.1:8080 whatever `listen` was, and answered 502).
+    proc = ServeProcess(cwd=str(REPO))
     await proc.start()
+    lines = _readme_quick_start()
+    assert len(lines) == 6
     try:
-        status, body = await _get(f"{proc.url}/api/modules/demo/hello")
-        assert (status, body) == (200, {"message": "hello from modgate"})
-        demo_key = "dmc_live_" + "0123456789abcdef" * 4  # the README's demo key
-        async with aiohttp.ClientSession() as s:
-            url = f"{proc.url}/api/modules/demo/whoami"
-            async with s.get(url, headers={"X-API-Key": demo_key}) as r:
-                assert (r.status, await r.json()) == (200, {"message": "your key works"})
-            async with s.get(url) as r:
-                assert r.status == 401
-        status, body = await _get(f"{proc.url}/api/modules/demo/nope")
-        assert status == 404 and body["code"] == "route_not_found"
-        status, body = await _get(f"{proc.admin_url}/readyz")
-        assert status == 200
+        for command, note in lines:
+            command = command.replace("localhost:8080", f"127.0.0.1:{proc.port}")
+            command = command.replace("localhost:9090", f"127.0.0.1:{proc.admin_port}")
+            run = await asyncio.create_subprocess_shell(
+                command + " --silent --show-error --max-time 10",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            out = (await run.communicate())[0].decode()
+            assert run.returncode == 0, (command, out)
+            if " -i " not in command:  # /readyz: the body only
+                assert json.loads(out)["status"] == "ready", out
+                continue
+            head, _, body = out.partition("\r\n\r\n")
+            status = int(head.split()[1])
+            stated = re.search(r"\b([1-5]\d\d)\b", note)  # "401: ...", "200 with the demo key"
+            assert status == (int(stated[1]) if stated else 200), (command, out)
+            if "hello" in command:  # static, and the same through the proxy path
+                assert json.loads(body) == {"message": "hello from modgate"}, (command, out)
+    finally:
+        await proc.stop()
+
+
+async def test_serve_outside_the_repository_names_the_routes_file_setting(
+    tmp_path: Path,
+) -> None:
+    code, out = await run_cli(
+        "serve", "--listen", f"127.0.0.1:{free_port()}", "--admin-listen",
+        f"127.0.0.1:{free_port()}", cwd=str(tmp_path),
+    )  # fmt: skip
+    assert code == 2
+    assert (
+        f"config/routes.yaml: file not found (relative to {tmp_path}); the routes_file setting "
+        "names the routes manifest (MODGATE_ROUTES_FILE, modgate serve --routes-file), or set "
+        "database_url to serve routes from Postgres"
+    ) in out
+
+
+async def test_routes_check_accepts_the_demo_and_apply_refuses_listen(tmp_path: Path) -> None:
+    # `{listen}` is an embedded gateway's own address: rows in Postgres have no such thing.
+    demo = str(REPO / "config/routes.yaml")
+    code, out = await run_cli("routes", "check", "-f", demo, cwd=str(tmp_path))
+    assert (code, out.strip()) == (0, f"{demo}: 1 modules, 4 routes, no conflicts")
+    code, out = await run_cli("routes", "apply", "-f", demo, cwd=str(tmp_path))
+    assert code == 2
+    assert out.strip() == (
+        f"modgate: error: {demo}: modules[0].routes[1].handler_url: {{listen}} is resolved only "
+        "by a gateway serving this file (routes_file) on a fixed port (listen not port 0); write "
+        "the address"
+    )
+
+
+async def test_sidecar_without_its_module_is_not_ready_and_says_why(
+    tmp_path: Path, upstream: Any
+) -> None:
+    proc = ServeProcess(
+        "--routes-file", str(tmp_path / "routes.yaml"), "--mode", "sidecar",
+        "--sidecar-module", "billing", env={"MODGATE_ROUTES_POLL_SECONDS": "0.1"},
+        cwd=str(tmp_path),
+    )  # fmt: skip
+    _write_routes(tmp_path / "routes.yaml", upstream[0])  # module `crm` only
+    await proc.start(wait_ready=False)
+    try:
+
+        async def readyz() -> tuple[int, Any]:
+            return await _get(f"{proc.admin_url}/readyz")
+
+        status, body = await eventually(readyz, ignore=(aiohttp.ClientError,), what="/readyz")
+        assert status == 503
+        assert body["error"] == "sidecar_module 'billing' is not among the loaded modules"
+        error = (
+            "ERROR [{pid}] modgate.routes: sidecar_module 'billing' is not among the loaded "
+            "modules, so this sidecar is not ready (every path would answer 404); "
+            f"loaded: crm ({MODULE_ID})"
+        )
+        assert proc.proc is not None
+        assert error.format(pid=proc.proc.pid) in proc.output_so_far()
+        # The module arrives with the next edit: ready, and said so.
+        data = yaml.safe_load((tmp_path / "routes.yaml").read_text())
+        data["modules"][0]["name"] = "billing"
+        (tmp_path / "routes.yaml").write_text(yaml.safe_dump(data))
+        await eventually(readyz, until=lambda r: r[0] == 200, what="ready once loaded")
+        assert "sidecar_module 'billing' is loaded" in proc.output_so_far()
+        assert (await _get(f"{proc.url}/hello")) == (200, {"v": 1})
     finally:
         await proc.stop()
 

@@ -239,6 +239,22 @@ def test_listen_forms(text: str, host: str, port: int) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "authority"),
+    [
+        ("0.0.0.0:8080", "127.0.0.1:8080"),
+        ("[::]:8081", "[::1]:8081"),
+        ("[::1]:8082", "[::1]:8082"),
+        ("localhost:8083", "localhost:8083"),
+        ("10.1.2.3:8084", "10.1.2.3:8084"),
+        ("127.0.0.1:0", None),  # the port is only known once bound
+    ],
+)
+def test_local_authority_of_a_listen_address(text: str, authority: str | None) -> None:
+    # What `{listen}` in an embedded manifest becomes (proxy/routing/manifest.py).
+    assert Address.parse(text).local_authority() == authority
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         *[(word, True) for word in ("true", "TRUE", "1", "yes", "Yes", " true ")],

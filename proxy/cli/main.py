@@ -19,7 +19,7 @@ from proxy.cli.settings_args import add_settings_args, required_database_url, se
 from proxy.errors import ConfigError, StoreError
 from proxy.exit_codes import EXIT_DEPENDENCY, EXIT_FATAL
 from proxy.routing.manifest import Manifest, load_manifest
-from proxy.settings import describe_settings
+from proxy.settings import DEFAULTS, describe_settings
 
 _SERVE_KEYS = (
     "listen",
@@ -75,12 +75,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_manifest(path: str) -> Manifest:
-    """Parse and compile every module, so a bad manifest never reaches the database."""
+def _checked_manifest(path: str, *, listen: str | None) -> Manifest:
+    """Parse and compile every module, so a bad manifest never reaches the database.
+    `listen`: what `{listen}` stands for; None refuses it (rows in Postgres have no own port)."""
     from proxy.executor.sandbox import HandlerError, Sandbox
     from proxy.routing.table import compile_module
 
-    manifest = load_manifest(path)
+    manifest = load_manifest(path, listen=listen)
     errors: list[str] = []
     for module in manifest.modules:
         try:
@@ -103,14 +104,15 @@ def _checked_manifest(path: str) -> Manifest:
 
 
 def cmd_routes_check(args: argparse.Namespace) -> int:
-    manifest = _checked_manifest(args.file)
+    # A manifest for the embedded mode may route to `{listen}`; any address checks it.
+    manifest = _checked_manifest(args.file, listen=str(DEFAULTS["listen"]))
     routes = sum(len(m.routes) for m in manifest.modules)
     print(f"{args.file}: {len(manifest.modules)} modules, {routes} routes, no conflicts")
     return 0
 
 
 def cmd_routes_apply(args: argparse.Namespace) -> int:
-    manifest = _checked_manifest(args.file)
+    manifest = _checked_manifest(args.file, listen=None)
     from proxy.store.routes import apply_manifest
 
     dsn = required_database_url(settings_from_args(args, "database_url"))

@@ -9,7 +9,9 @@ so a handler that returns 200 MiB costs the gateway at most the cap, not 200 MiB
 
 An answer in the error shape becomes a RelayedExecutorError: the client gets the pool's status,
 code and message as they came, and the gateway's request log gets the message (a handler's
-failure is logged with its reason, not as a bare 500).
+failure is logged with its reason, not as a bare 500). One answer is not passed on: the pool's
+401 (ExecutorTokenRefused) means the gateway's executor_token is not the pool's, which no
+client can fix; it becomes a 502 executor_unauthorized and an ERROR line naming the setting.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from proxy.errors import RelayedExecutorError, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import (
+    ExecutorTokenRefused,
+    ExecutorUnauthorized,
+    RelayedExecutorError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from proxy.observability import metrics
 from proxy.upstream.client import create_pool
 from proxy.upstream.connection import UpstreamConnection
@@ -57,7 +65,16 @@ class HandlerResponseTooLarge(Exception):
 
 
 class ExecutorClient:
-    __slots__ = ("_endpoint", "_head", "_ok", "max_response_bytes", "pool", "timeout", "url")
+    __slots__ = (
+        "_endpoint",
+        "_head",
+        "_ok",
+        "_sends_token",
+        "max_response_bytes",
+        "pool",
+        "timeout",
+        "url",
+    )
 
     def __init__(
         self,
@@ -74,6 +91,7 @@ class ExecutorClient:
         scheme, _, rest = self.url.partition("://")
         authority, slash, path = rest.partition("/")
         self._endpoint = pool.endpoint(f"{scheme}://{authority}")
+        self._sends_token = token is not None
         token_line = f"{TOKEN_HEADER}: {token}\r\n" if token is not None else ""
         # Everything but the length and the request id is the same for every call.
         self._head = (
@@ -110,10 +128,25 @@ class ExecutorClient:
             metrics.HANDLER_POOL_REQUESTS.labels(result="unavailable").inc()
             log.warning("handler pool unavailable: %s (request %s)", exc, request_id)
             raise UpstreamUnavailable("The handler pool is unavailable") from None
+        if status == ExecutorTokenRefused.status:
+            raise self._refused(request_id)
         self._ok.inc()
         if status >= 400 and (error := _relayed_error(status, answer)) is not None:
             raise error
         return web.Response(status=status, body=answer, headers={**ctx.response_headers, **_JSON})
+
+    def _refused(self, request_id: str) -> ExecutorUnauthorized:
+        metrics.HANDLER_POOL_REQUESTS.labels(result="unauthorized").inc()
+        sent = "a different one" if self._sends_token else "none (executor_token is unset here)"
+        log.error(
+            "the handler pool at %s refused this gateway's executor_token (sent: %s): set the "
+            "same executor_token (MODGATE_EXECUTOR_TOKEN) on the gateways and the executor "
+            "(request %s)",
+            self.url,
+            sent,
+            request_id,
+        )
+        return ExecutorUnauthorized()
 
     async def _exchange(self, head: bytes, body: bytes) -> tuple[int, bytes]:
         endpoint = self._endpoint

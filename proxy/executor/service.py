@@ -91,6 +91,12 @@ class Executor:
                 max_size=self.settings.database_pool_size,
                 command_timeout=self.settings.database_timeout,
             )
+        else:
+            log.warning(
+                "database_url is unset: handlers run, but every ctx.db call answers "
+                "db_unavailable (a 500 for the client); set database_url "
+                "(MODGATE_DATABASE_URL) to the database holding the modules' tables"
+            )
 
     async def stop(self) -> None:
         await self.sandbox.close()
@@ -228,6 +234,11 @@ def build_executor_app(executor: Executor) -> web.Application:
                 given = request.headers.get(TOKEN_HEADER, "").encode()
                 if not hmac.compare_digest(given, expected):
                     metrics.EXECUTOR_CALLS.labels(outcome="unauthorized").inc()
+                    log.warning(
+                        "refused a call from %s without the right executor_token (%s header)",
+                        request.remote,
+                        TOKEN_HEADER,
+                    )
                     raise ExecutorTokenRefused()
             result = await executor.execute(_call_of(await request.read()))
         except GatewayError as err:

@@ -198,7 +198,7 @@ HANDLER_POOL_REQUESTS = Counter(
     "modgate_handler_pool_requests_total",
     "The gateway's calls to the handler pool by result: ok (the pool answered, whatever the\n"
     "handler did), unavailable (refused or broken connection), timeout, too_large (an answer\n"
-    "past executor_max_response_bytes).",
+    "past executor_max_response_bytes), unauthorized (the pool refused executor_token).",
     ["result"],
 )
 

@@ -10,6 +10,11 @@
 
 `modgate routes apply -f FILE` writes it to Postgres; the embedded default serves it directly.
 Every error names the field it is about, e.g. `modules[0].routes[2].method: expected ...`.
+
+`{listen}` in an `upstream` or `handler_url` is the serving gateway's own public address (its
+`listen` setting, a wildcard host as loopback), so a manifest can route back into the gateway
+whatever port it runs on (the embedded demo's /via-proxy does). Only a gateway serving the file
+knows that address: `routes apply` refuses it (rows in Postgres are served by many gateways).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from proxy.yaml_text import InvalidYaml, parse_yaml
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _MODULE_KEYS = frozenset({"id", "name", "upstream", "routes"})
 _TOP_KEYS = frozenset({"modules", "api_keys"})
+LISTEN_PLACEHOLDER = "{listen}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +45,9 @@ class Manifest:
     api_keys: tuple[Mapping[str, Any], ...] = ()
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest file; ManifestError names the file and the field."""
+def load_manifest(path: str | Path, *, listen: str | None = None) -> Manifest:
+    """Read and validate a manifest file; ManifestError names the file and the field.
+    `listen`: the host:port that `{listen}` stands for (None: `{listen}` is refused)."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -50,18 +57,22 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"{source}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ManifestError(f"{source}: not UTF-8 text") from None
-    return parse_manifest_text(text, source)
+    return parse_manifest_text(text, source, listen=listen)
 
 
-def parse_manifest_text(text: str, source: str = "<manifest>") -> Manifest:
+def parse_manifest_text(
+    text: str, source: str = "<manifest>", *, listen: str | None = None
+) -> Manifest:
     try:
         data = parse_yaml(text)
     except InvalidYaml as exc:
         raise ManifestError(f"{source}: {exc}") from None
-    return parse_manifest(data, source)
+    return parse_manifest(data, source, listen=listen)
 
 
-def parse_manifest(data: object, source: str = "<manifest>") -> Manifest:
+def parse_manifest(
+    data: object, source: str = "<manifest>", *, listen: str | None = None
+) -> Manifest:
     """Validate already-parsed YAML/JSON data into a Manifest."""
     if data is None:
         data = {}
@@ -75,7 +86,7 @@ def parse_manifest(data: object, source: str = "<manifest>") -> Manifest:
     seen: dict[str, str] = {}
     for i, raw in enumerate(modules_raw):
         where = f"modules[{i}]"
-        module = _parse_module(raw, source, where)
+        module = _parse_module(raw, source, where, listen)
         for key in (module.id, module.name):
             if key is None:
                 continue
@@ -91,7 +102,7 @@ def parse_manifest(data: object, source: str = "<manifest>") -> Manifest:
     return Manifest(modules=tuple(modules), api_keys=tuple(keys_raw))
 
 
-def _parse_module(raw: object, source: str, where: str) -> ModuleSpec:
+def _parse_module(raw: object, source: str, where: str, listen: str | None) -> ModuleSpec:
     if not isinstance(raw, Mapping):
         raise ManifestError(f"{source}: {where}: expected a mapping, got {_kind(raw)}")
     _reject_unknown(raw, _MODULE_KEYS, source, where)
@@ -103,24 +114,31 @@ def _parse_module(raw: object, source: str, where: str) -> ModuleSpec:
             f"{source}: {where}.name: expected a lowercase slug like 'crm' "
             f"(letters, digits, '-', '_'; not a UUID), got {name!r}"
         )
-    upstream = _optional_url(raw.get("upstream"), source, f"{where}.upstream")
+    upstream_raw = _with_listen(raw.get("upstream"), listen, source, f"{where}.upstream")
+    upstream = _optional_url(upstream_raw, source, f"{where}.upstream")
     routes_raw = raw.get("routes") or []
     if not isinstance(routes_raw, list):
         raise ManifestError(f"{source}: {where}.routes: expected a list, got {_kind(routes_raw)}")
     routes = tuple(
-        _parse_route(r, source, f"{where}.routes[{j}]", upstream) for j, r in enumerate(routes_raw)
+        _parse_route(r, source, f"{where}.routes[{j}]", upstream, listen)
+        for j, r in enumerate(routes_raw)
     )
     return ModuleSpec(id=module_id, name=name, upstream=upstream, routes=routes)
 
 
-def _parse_route(raw: object, source: str, where: str, upstream: str | None) -> RouteSpec:
+def _parse_route(
+    raw: object, source: str, where: str, upstream: str | None, listen: str | None
+) -> RouteSpec:
     if not isinstance(raw, Mapping):
         raise ManifestError(f"{source}: {where}: expected a mapping, got {_kind(raw)}")
     _reject_unknown(raw, _ROUTE_FIELDS.keys(), source, where)
     values: dict[str, Any] = {}
     for key, check in _ROUTE_FIELDS.items():
         if key in raw:
-            values[key] = check(raw[key], source, f"{where}.{key}")
+            value = raw[key]
+            if key == "handler_url":
+                value = _with_listen(value, listen, source, f"{where}.{key}")
+            values[key] = check(value, source, f"{where}.{key}")
     for required in ("path", "method"):
         if required not in values:
             raise ManifestError(f"{source}: {where}: missing required field '{required}'")
@@ -208,6 +226,18 @@ def _json_schema(value: object, source: str, where: str) -> Any:
     if value is None or isinstance(value, Mapping):
         return value
     raise _fail(source, where, "a mapping (JSON schema) or null", value)
+
+
+def _with_listen(value: object, listen: str | None, source: str, where: str) -> object:
+    """`value` with `{listen}` replaced by the serving gateway's host:port."""
+    if not isinstance(value, str) or LISTEN_PLACEHOLDER not in value:
+        return value
+    if listen is None:
+        raise ManifestError(
+            f"{source}: {where}: {LISTEN_PLACEHOLDER} is resolved only by a gateway serving "
+            "this file (routes_file) on a fixed port (listen not port 0); write the address"
+        )
+    return value.replace(LISTEN_PLACEHOLDER, listen)
 
 
 def _optional_url(value: object, source: str, where: str) -> str | None:

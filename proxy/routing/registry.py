@@ -20,16 +20,34 @@ from proxy.routing.table import ModuleTable, compile_module
 log = logging.getLogger("modgate.routes")
 
 
+# A sidecar whose module is missing names at most this many of the loaded ones in its log line.
+_NAMED_MODULES = 20
+
+
 class RouteRegistry:
-    """Module id / alias -> ModuleTable; swapped atomically, versioned, ready once loaded."""
+    """Module id / alias -> ModuleTable; swapped atomically, versioned, ready once loaded.
 
-    __slots__ = ("_by_key", "_tables", "loaded", "version")
+    `sidecar_module`: the one module a sidecar serves (its id or name). An install without it
+    is logged as an ERROR naming the modules there are (once, until it is back), and
+    `sidecar_module_missing` tells /readyz: a sidecar without its module would answer 404 on
+    every path."""
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "_by_key",
+        "_tables",
+        "loaded",
+        "sidecar_module",
+        "sidecar_module_missing",
+        "version",
+    )
+
+    def __init__(self, *, sidecar_module: str | None = None) -> None:
         self._tables: dict[str, ModuleTable] = {}
         self._by_key: dict[str, ModuleTable] = {}
         self.version = 0
         self.loaded = False
+        self.sidecar_module = sidecar_module
+        self.sidecar_module_missing = False
 
     def lookup(self, key: str) -> ModuleTable | None:
         return self._by_key.get(key)
@@ -97,6 +115,25 @@ class RouteRegistry:
         metrics.ROUTE_ROUTES.set(sum(len(t) for t in tables.values()))
         metrics.ROUTE_TABLE_VERSION.set(self.version)
         metrics.ROUTE_LAST_RELOAD.set(time.time())
+        if self.sidecar_module is not None:
+            self._check_sidecar_module(self.sidecar_module)
+
+    def _check_sidecar_module(self, wanted: str) -> None:
+        missing = wanted not in self._by_key
+        if missing and not self.sidecar_module_missing:
+            tables = sorted(self._tables.values(), key=lambda t: t.name or t.id)
+            names = [f"{t.name} ({t.id})" if t.name else t.id for t in tables[:_NAMED_MODULES]]
+            if len(tables) > _NAMED_MODULES:
+                names.append(f"and {len(tables) - _NAMED_MODULES} more")
+            log.error(
+                "sidecar_module '%s' is not among the loaded modules, so this sidecar is not "
+                "ready (every path would answer 404); loaded: %s",
+                wanted,
+                ", ".join(names) or "none",
+            )
+        elif not missing and self.sidecar_module_missing:
+            log.info("sidecar_module '%s' is loaded", wanted)
+        self.sidecar_module_missing = missing
 
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else "empty"

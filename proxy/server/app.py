@@ -40,7 +40,7 @@ def public_pipeline(gateway: Gateway) -> Pipeline:
         limiter=gateway.limiter,
         observer=gateway.observer,
         executor=gateway.executor,
-        sidecar_module=settings.sidecar_module if settings.mode == "sidecar" else None,
+        sidecar_module=gateway.sidecar_module,
     )
 
 

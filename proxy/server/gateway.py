@@ -103,7 +103,8 @@ class Gateway:
 
     def __init__(self, settings: Settings, *, store: StoreFactory = store_for) -> None:
         self.settings = settings
-        self.registry = RouteRegistry()
+        self.sidecar_module = settings.sidecar_module if settings.mode == "sidecar" else None
+        self.registry = RouteRegistry(sidecar_module=self.sidecar_module)
         self.keys = key_directory(settings.key_cache)
         parts = store(settings, self.registry, self.keys)
         self.source = parts.source
@@ -148,6 +149,8 @@ class Gateway:
             return "draining"
         if not self.registry.loaded:
             return "route tables not loaded yet"
+        if self.registry.sidecar_module_missing:
+            return f"sidecar_module '{self.sidecar_module}' is not among the loaded modules"
         limiter = self.limiter
         if limiter is not None and limiter.redis is not None and not limiter.redis.started:
             return "Redis connections not opened yet"

@@ -44,9 +44,13 @@ StoreFactory = Callable[[Settings, RouteRegistry, KeyDirectory], Store]
 
 
 def embedded_store(settings: Settings, registry: RouteRegistry, keys: KeyDirectory) -> Store:
-    """Routes and keys from `routes_file`."""
+    """Routes and keys from `routes_file`; its `{listen}` is this gateway's public address."""
     source = FileSource(
-        settings.routes_file, registry, keys, poll_seconds=settings.routes_poll_seconds
+        settings.routes_file,
+        registry,
+        keys,
+        poll_seconds=settings.routes_poll_seconds,
+        listen=settings.listen_addresses.public.local_authority(),
     )
     return Store(source=source)
 

@@ -34,8 +34,10 @@ class FileSource:
         keys: KeyDirectory | None = None,
         *,
         poll_seconds: float,
+        listen: str | None = None,
     ) -> None:
         self.path = path
+        self.listen = listen  # what `{listen}` in the manifest stands for (routing/manifest.py)
         self.registry = registry
         self.keys = keys
         self.poll_seconds = poll_seconds
@@ -46,10 +48,22 @@ class FileSource:
 
     async def start(self) -> None:
         self._stamp = self._stat()
+        if self._stamp is None and not os.path.exists(self.path):
+            raise ConfigError(self._not_found())
         errors = self._load()
         if errors:
             raise ConfigError(f"{self.path}: " + "; ".join(errors))
         self._task = asyncio.create_task(self._watch(), name="modgate-routes-file")
+
+    def _not_found(self) -> str:
+        # What a newcomer running `modgate serve` outside the repository meets first: say
+        # which setting names the file, and where a relative path is looked for.
+        where = "" if os.path.isabs(self.path) else f" (relative to {os.getcwd()})"
+        return (
+            f"{self.path}: file not found{where}; the routes_file setting names the routes "
+            "manifest (MODGATE_ROUTES_FILE, modgate serve --routes-file), or set database_url "
+            "to serve routes from Postgres"
+        )
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -66,7 +80,7 @@ class FileSource:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load(self) -> list[str]:
-        manifest = load_manifest(self.path)
+        manifest = load_manifest(self.path, listen=self.listen)
         records = records_from_manifest(manifest.api_keys, self.path)  # all checked first
         errors = self.registry.replace_all(manifest.modules, source=self.name)
         if self.keys is not None:

@@ -88,6 +88,22 @@ def test_every_field_round_trips() -> None:
     assert manifest.api_keys == ({"name": "k"},)
 
 
+def test_listen_placeholder_is_the_serving_gateways_address() -> None:
+    route = {"path": "/self/*", "method": "GET", "handler_type": "proxy",
+             "handler_url": "http://{listen}/api/m/*"}  # fmt: skip
+    data = {"modules": [{"id": MODULE_ID, "upstream": "http://{listen}/up", "routes": [route]}]}
+    (module,) = parse_manifest(data, listen="[::1]:8181").modules
+    assert module.upstream == "http://[::1]:8181/up"
+    assert module.routes[0].handler_url == "http://[::1]:8181/api/m/*"
+    # Without a serving gateway's address (routes apply; listen port 0) it is refused.
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(data, "m.yaml")
+    assert str(info.value) == (
+        "m.yaml: modules[0].upstream: {listen} is resolved only by a gateway serving this file "
+        "(routes_file) on a fixed port (listen not port 0); write the address"
+    )
+
+
 def test_empty_file_is_an_empty_manifest(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("")
