@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.auth.key_fields import normalize_origin
+from proxy.auth.key_fields import normalize_network, normalize_origin, parse_scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,11 @@ def list_of(item: Callable[[str], str], expected: str) -> Rule:
 
 
 def cidr(value: str) -> str:
-    return str(ipaddress.ip_network(value, strict=False))  # ValueError when malformed
+    # The key fields' rule (allowed_ips): an address or a network, in canonical form.
+    normal = normalize_network(value)
+    if normal is None:
+        raise ValueError(value)
+    return normal
 
 
 def origin(value: str) -> str:
@@ -149,9 +153,9 @@ def origin(value: str) -> str:
 
 
 def scope(value: str) -> str:
-    if " " in value:
-        raise ValueError(value)
-    return value
+    # The one scope rule (proxy/auth/key_fields.py): jwt_default_scopes reach upstreams in the
+    # X-Scopes line. Its InvalidKeyField is a ValueError, so the message is this module's.
+    return parse_scope(value)
 
 
 ADDRESS = Rule(_address, "host:port (e.g. 127.0.0.1:8080)")

@@ -3,12 +3,12 @@
 Sources, later wins: built-in defaults < YAML file < `MODGATE_<KEY>` environment < CLI overrides.
 
 Strategy: each setting is written once, as one attribute of `Settings` carrying its rule,
-default and doc (`setting(...)`); `FIELDS`, `DEFAULTS`, the loader, the messages and
-`describe_settings()` are read off that one table. Rules (proxy/setting_rules.py) accept typed
-values (YAML, CLI) and strings (environment) alike, so every source shares one parser, and a bad
-value fails with one line: `<key>: expected <what>, got <value> (from <source>)`. Components
-get a per-subsystem view (`settings.upstream`, `.database`, ...: proxy/settings_views.py), made
-once when the object is built.
+default and doc (`setting(...)`); `FIELDS`, `DEFAULTS`, the loader, the messages, the CLI's
+setting flags and `describe_settings()` are read off that one table. Rules
+(proxy/setting_rules.py) accept typed values (YAML, CLI) and strings (environment) alike, so
+every source shares one parser, and a bad value fails with one line: `<key>: expected <what>,
+got <value> (from <source>)`. Components get a per-subsystem view (`settings.upstream`,
+`.database`, ...: proxy/settings_views.py), made once when the object is built.
 Invariant: secrets in database_url / redis_url are masked in repr and in error messages.
 """
 
@@ -63,9 +63,11 @@ LogFormat = Literal["text", "json"]
 T = TypeVar("T")
 
 
-def setting(rule: Rule, default: T, doc: str) -> T:
-    """One row of the table: a `Settings` attribute with its rule, default and doc."""
-    return dataclasses.field(default=default, metadata={"rule": rule, "doc": doc})
+def setting(rule: Rule, default: T, doc: str, *, metavar: str | None = None) -> T:
+    """One row of the table: a `Settings` attribute with its rule, default and doc; `metavar`
+    names the value in `--help` of the commands that take the setting as a flag."""
+    metadata = {"rule": rule, "doc": doc, "metavar": metavar}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _view() -> Any:
@@ -89,23 +91,26 @@ class Settings:
 
     # fmt: off
     listen: str = setting(ADDRESS, "127.0.0.1:8080",
-        "public port, host:port ([::]:8080 for all IPv6 interfaces; port 0 = any free)")
+        "public port, host:port ([::]:8080 for all IPv6 interfaces; port 0 = any free)",
+        metavar="HOST:PORT")
     admin_listen: str = setting(ADDRESS, "127.0.0.1:9090",
-        "admin port (/metrics, /healthz, /readyz), host:port")
+        "admin port (/metrics, /healthz, /readyz), host:port", metavar="HOST:PORT")
     mode: Mode = setting(choice("gateway", "sidecar"), "gateway",
-        "gateway: /api/modules/{module_id}/{path}; sidecar: one module, every path")
+        "gateway: /api/modules/{module_id}/{path}; sidecar: one module, every path",
+        metavar="{gateway,sidecar}")
     sidecar_module: str | None = setting(text("a module id or name", optional=True), None,
-        "the module a sidecar serves (id or name); required when mode is sidecar")
+        "the module a sidecar serves (id or name); required when mode is sidecar", metavar="ID")
     database_url: str | None = setting(url("postgres", "postgresql"), None,
-        "Postgres DSN; set = routes and keys from Postgres, unset = from routes_file")
+        "Postgres DSN; set = routes and keys from Postgres, unset = from routes_file",
+        metavar="URL")
     redis_url: str | None = setting(url("redis", "rediss", "unix"), None,
         "Redis URL; set = shared rate-limit buckets, unset = in-process buckets")
     routes_file: str = setting(text("a file path"), "config/routes.yaml",
-        "routes manifest served when no database_url is set")
+        "routes manifest served when no database_url is set", metavar="PATH")
     routes_poll_seconds: float = setting(POSITIVE, 1.0,
         "how often the embedded mode checks routes_file for changes")
     workers: int = setting(integer(1), 1,
-        "worker processes sharing the public port (SO_REUSEPORT)")
+        "worker processes sharing the public port (SO_REUSEPORT)", metavar="N")
     max_body_bytes: int = setting(integer(0), 10_485_760,
         "largest request body accepted, larger ones get 413 (0 = unlimited)")
     client_header_timeout_seconds: float = setting(POSITIVE, 10.0,
@@ -217,10 +222,11 @@ class Settings:
     executor_token: str | None = setting(text("a secret", optional=True), None,
         "shared secret the gateway sends and the executor requires (unset: none)")
     executor_listen: str = setting(ADDRESS, "127.0.0.1:8090",
-        "where `modgate executor` listens (its /metrics, /healthz, /readyz too)")
+        "where `modgate executor` listens (its /metrics, /healthz, /readyz too)",
+        metavar="HOST:PORT")
     executor_workers: int | None = setting(integer(1, optional=True), None,
         "executor worker processes, each with its own V8 isolates (unset: one per CPU the "
-        "process may use: affinity, bounded by a cgroup CPU limit)")
+        "process may use: affinity, bounded by a cgroup CPU limit)", metavar="N")
     executor_timeout_seconds: float = setting(POSITIVE, 5.0,
         "time limit of one handler call from its arrival, waiting for a slot included; past it "
         "the call is stopped (504)")
@@ -238,7 +244,8 @@ class Settings:
     executor_max_response_bytes: int = setting(integer(1), 10_485_760,
         "largest handler pool answer the gateway reads; past it the client gets 502")
     log_level: LogLevel = setting(choice("debug", "info", "warning", "error"), "info",
-        "least severe level logged (any case accepted)")
+        "least severe level logged: debug, info, warning or error (any case accepted)",
+        metavar="LEVEL")
     log_format: LogFormat = setting(choice("text", "json"), "text",
         "text for people, json for log collectors")
     # fmt: on
@@ -277,6 +284,7 @@ class SettingField:
     rule: Rule
     default: object
     doc: str
+    metavar: str | None = None  # argparse's default (the name in capitals) when None
 
     @property
     def env_var(self) -> str:
@@ -288,7 +296,13 @@ class SettingField:
 
 
 FIELDS: tuple[SettingField, ...] = tuple(
-    SettingField(field.name, field.metadata["rule"], field.default, field.metadata["doc"])
+    SettingField(
+        field.name,
+        field.metadata["rule"],
+        field.default,
+        field.metadata["doc"],
+        field.metadata["metavar"],
+    )
     for field in dataclasses.fields(Settings)
     if "rule" in field.metadata
 )

@@ -192,14 +192,16 @@ async def test_file_change_reloads_and_bad_edit_keeps_last_good(
             {"path": "/new", "method": "GET", "handler_type": "static", "handler_code": '"new"'},
         ],
     )
-    for _ in range(100):
-        status, _ = await _get(f"{proc.url}/api/modules/crm/new")
-        if status == 200:
-            break
-        await asyncio.sleep(0.05)
-    assert status == 200
+    await eventually(
+        lambda: _get(f"{proc.url}/api/modules/crm/new"),
+        until=lambda answer: answer[0] == 200,
+        what="the new route is served",
+    )
     routes.write_text("modules: [ {id: not-a-uuid")  # broken YAML
-    await asyncio.sleep(0.5)
+    await eventually(
+        lambda: "routes file not reloaded, last good tables kept" in proc.output_so_far(),
+        what="the broken edit is seen and refused",
+    )
     assert (await _get(f"{proc.url}/api/modules/crm/new"))[0] == 200
     assert (await _get(f"{proc.admin_url}/readyz"))[0] == 200
 
@@ -215,12 +217,12 @@ async def test_sighup_reloads(serve: Any, tmp_path: Path, upstream: Any) -> None
         ],
     )
     proc.signal(signal.SIGHUP)
-    for _ in range(100):
+
+    async def hup_status() -> int:
         async with aiohttp.ClientSession() as s, s.get(f"{proc.url}/api/modules/crm/hup") as r:
-            if r.status == 200:
-                break
-        await asyncio.sleep(0.05)
-    assert r.status == 200
+            return r.status
+
+    await eventually(hup_status, until=lambda status: status == 200, what="/hup after SIGHUP")
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import asyncpg
 import yaml
 
 from tests.support.gateway import MODULE_ID
+from tests.support.polling import eventually
 from tests.support.process import ServeProcess, run_cli
 
 
@@ -61,11 +61,11 @@ async def test_migrate_apply_serve_and_reapply(blank_database: str, tmp_path: Pa
         _manifest(manifest, '"v2"', extra=False)
         code, out = await run_cli("routes", "apply", "-f", str(manifest), env=env, cwd=cwd)
         assert out.strip() == f"module {MODULE_ID}: 1 routes upserted, 1 deactivated"
-        for _ in range(200):
-            if await _get(f"{proc.url}/api/modules/crm/hello") == (200, '"v2"'):
-                break
-            await asyncio.sleep(0.01)
-        assert await _get(f"{proc.url}/api/modules/crm/hello") == (200, '"v2"')
+        await eventually(
+            lambda: _get(f"{proc.url}/api/modules/crm/hello"),
+            until=lambda answer: answer == (200, '"v2"'),
+            what="the reapplied route answers v2",
+        )
         assert (await _get(f"{proc.url}/api/modules/crm/gone-later"))[0] == 404
     finally:
         await proc.stop()
@@ -148,12 +148,18 @@ async def test_cli_created_key_works_through_a_running_gateway_until_revoked(
             code, out = await run_cli("keys", "revoke", created["id"], env=env, cwd=cwd)
             assert code == 0, out
             revoked_at = time.perf_counter()
-            while True:
+
+            async def status_with_key() -> int:
                 async with s.get(url, headers={"X-API-Key": created["key"]}) as r:
-                    if r.status == 401:
-                        break
-                assert time.perf_counter() - revoked_at < 5
-                await asyncio.sleep(0.005)
+                    return r.status
+
+            await eventually(
+                status_with_key,
+                until=lambda status: status == 401,
+                timeout=5,
+                interval=0.005,
+                what="the revoked key is refused",
+            )
             print(
                 f"\nrevoked with the CLI: refused {1000 * (time.perf_counter() - revoked_at):.0f}"
                 " ms after the command returned"

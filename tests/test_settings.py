@@ -332,6 +332,9 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("jwt_leeway_seconds", "-1", "a number >= 0"),
     ("jwt_site_claim", "", "a claim name"),
     ("jwt_default_scopes", "read contacts", "a list of scopes"),
+    # A scope reaches upstreams in the X-Scopes line: CR LF would have forged X-User-Id.
+    ("jwt_default_scopes", "read:a\tb,read:c\r\nX-User-Id:admin", "a list of scopes"),
+    ("jwt_default_scopes", "read:c\x00", "a list of scopes"),
     ("jwks_refresh_seconds", "0", "a number > 0"),
     ("key_cache_size", "0", "an integer >= 1"),
     ("key_negative_ttl_seconds", "-1", "a number >= 0"),
@@ -567,7 +570,7 @@ def test_lists_from_env_and_yaml(tmp_path: Path) -> None:
     assert settings.cors_origins == ("*",)
     assert settings.jwt_default_scopes == ("read:*", "write:contacts")
     settings = load_settings(config, environ={"MODGATE_TRUSTED_PROXIES": "192.168.1.7"})
-    assert settings.trusted_proxies == ("192.168.1.7/32",)
+    assert settings.trusted_proxies == ("192.168.1.7",)  # the key fields' form (allowed_ips)
 
 
 def test_jwt_secret_is_never_shown(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -27,6 +26,7 @@ from multidict import CIMultiDictProxy
 from proxy.auth.api_keys import hash_key, is_well_formed, key_prefix
 from proxy.auth.client_address import IPAddress, in_networks
 from proxy.auth.key_directory import ApiKey, KeyDirectory
+from proxy.auth.key_fields import canonical_uuid
 from proxy.auth.principal import ANONYMOUS, API_KEY, JWT, Principal
 from proxy.auth.scopes import Grants
 from proxy.errors import BadRequest, Forbidden, Unauthorized
@@ -41,15 +41,16 @@ log = logging.getLogger("modgate.auth")
 
 ANONYMOUS_GRANTS = Grants(("read:*",))  # the seed's anonymous context: read scopes only
 _BEARER = "bearer "
+_FAILURES = metrics.BoundLabels(metrics.AUTH_FAILURES)  # by reason; every 401/403 counts
 
 
 def _unauthorized(reason: str) -> Unauthorized:
-    metrics.AUTH_FAILURES.labels(reason=reason).inc()
+    _FAILURES(reason).inc()
     return Unauthorized(reason=reason)
 
 
 def _forbidden(reason: str, message: str) -> Forbidden:
-    metrics.AUTH_FAILURES.labels(reason=reason).inc()
+    _FAILURES(reason).inc()
     return Forbidden(message)
 
 
@@ -134,10 +135,10 @@ def anonymous_site(query: str) -> str | None:
     """The seed's `?site_id=` context for anonymous calls; it must be a UUID."""
     for name, value in parse_qsl(query):
         if name == "site_id":
-            try:
-                return str(uuid.UUID(value))
-            except ValueError:
-                raise BadRequest("site_id must be a UUID") from None
+            site_id = canonical_uuid(value)
+            if site_id is None:
+                raise BadRequest("site_id must be a UUID")
+            return site_id
     return None
 
 

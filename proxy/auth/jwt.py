@@ -261,8 +261,8 @@ class JwtVerifier:
         site = claims.get(self._site_claim)
         if site is None:
             site_id = None
-        elif isinstance(site, str) and site:
-            site_id = site
+        elif isinstance(site, str) and site and site.isprintable():
+            site_id = site  # printable: it becomes the X-Site-Id line, CR LF would end it
         elif isinstance(site, int) and not isinstance(site, bool):
             site_id = str(site)
         else:  # refused rather than dropped: a site-less token may mean more access, not less
@@ -276,6 +276,10 @@ class JwtVerifier:
                 for item in value:
                     if isinstance(item, str):
                         scopes.update(item.split())
+        # split() took the whitespace out; a control character left makes no scope
+        # (key_fields.parse_scope's rule), and the token is refused like a bad site.
+        if not "".join(scopes).isprintable():
+            raise refused("malformed")
         return JwtIdentity(
             user_id=claims.get("sub") or None,  # a string when present (PyJWT verify_sub)
             site_id=site_id,

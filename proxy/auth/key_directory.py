@@ -128,7 +128,9 @@ class KeyDirectory:
     ) -> None:
         self.capacity = capacity
         self.negative_ttl = negative_ttl
-        self.loader = loader  # None: embedded mode, every key is installed (set by PostgresSource)
+        # None: embedded mode, every key is installed. Postgres mode: the source, set by the
+        # mode's factory (proxy/server/modes.py) once both exist.
+        self.loader = loader
         self._clock = clock
         self._cache: OrderedDict[str, ApiKey | float] = OrderedDict()
         self._known: set[int] | None = None

@@ -10,7 +10,9 @@ the same key from a browser in one mode and not the other.
 
 Each `parse_*` function returns the stored form or raises `InvalidKeyField`, whose `field` is
 the parameter's name and `reason` the one text for that rule; each door only says where the
-value came from (`--scope: ...`, `gw.yaml: api_keys[0].scopes: ...`).
+value came from (`--scope: ...`, `gw.yaml: api_keys[0].scopes: ...`). The scope, UUID and
+network rules are also the routes manifest's and the settings' (`parse_scope`, `canonical_uuid`,
+`normalize_network`): one rule per kind of value, whichever table it ends up in.
 """
 
 from __future__ import annotations
@@ -19,21 +21,25 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit
 
 from proxy.errors import ConfigError
+from proxy.http.urls import DEFAULT_PORTS
 
 # The seed's column defaults: what a key gets when its writer sets no limit (None: unlimited).
 DEFAULT_RATE_LIMIT_PER_MINUTE: Final = 60
 DEFAULT_RATE_LIMIT_PER_DAY: Final = 10_000
 INT4_MAX: Final = 2_147_483_647  # the INTEGER columns' bound (limits, request_count)
 MAX_EXPIRES_IN_DAYS: Final = 36_500  # 100 years; keeps NOW() + interval far from overflow
-DEFAULT_PORTS: Final[Mapping[str, int]] = MappingProxyType({"http": 80, "https": 443})
 
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*")
-_NOT_A_SCOPE = "is not a scope (no spaces, not empty)"
+# Canonical lowercase, as str(uuid.UUID(...)) writes it: the common case, checked without
+# building a UUID object; other spellings go through uuid.UUID.
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+).fullmatch
+_NOT_A_SCOPE = "is not a scope (no spaces or control characters, not empty)"
 _NOT_A_NETWORK = "is not an IP address or CIDR network"
 _NOT_AN_ORIGIN = "is not an origin: expected '*' or scheme://host[:port] without a path"
 
@@ -47,12 +53,25 @@ class InvalidKeyField(ConfigError, ValueError):
         super().__init__(f"{field}: {reason}")
 
 
+def canonical_uuid(value: object) -> str | None:
+    """The canonical lowercase form of a `uuid.UUID` or of text in any spelling `uuid.UUID`
+    reads; None for anything else (a number is not taken for the hex digits it prints as)."""
+    if isinstance(value, str):
+        if _CANONICAL_UUID(value):
+            return value
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            return None
+    return str(value) if isinstance(value, uuid.UUID) else None
+
+
 def parse_uuid(value: object, field: str) -> str:
-    """The canonical lowercase form (any spelling `uuid.UUID` reads)."""
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise InvalidKeyField(field, f"{value!r} is not a UUID") from None
+    """`canonical_uuid`, or InvalidKeyField."""
+    normal = canonical_uuid(value)
+    if normal is None:
+        raise InvalidKeyField(field, f"{value!r} is not a UUID")
+    return normal
 
 
 def parse_name(value: object) -> str:
@@ -71,6 +90,15 @@ def parse_whole_number(value: object, field: str, maximum: int) -> int | None:
 
 def parse_rate_limit(value: object, field: str) -> int | None:
     return parse_whole_number(value, field, INT4_MAX)
+
+
+def parse_scope(value: object, field: str = "scopes") -> str:
+    """One scope as written, or InvalidKeyField: not empty, no whitespace, no control character.
+    The one rule for key scopes, route `required_scopes` and `jwt_default_scopes`."""
+    normal = _scope(value) if isinstance(value, str) else None
+    if normal is None:
+        raise InvalidKeyField(field, f"{value!r} {_NOT_A_SCOPE}")
+    return normal
 
 
 def parse_scopes(values: object) -> tuple[str, ...]:
@@ -128,9 +156,10 @@ def normalize_network(text: str) -> str | None:
 
 
 def _scope(text: str) -> str | None:
-    # Scopes reach upstreams space-separated in X-Scopes: any whitespace would split one (and
-    # CR LF would end the header line).
-    return text if text and not any(c.isspace() for c in text) else None
+    # Scopes reach upstreams space-separated in X-Scopes: whitespace would split one, CR LF
+    # would end the header line, NUL and other controls are refused by upstream parsers.
+    # isprintable() is False for every whitespace character but " " and for every control.
+    return text if text and text.isprintable() and " " not in text else None
 
 
 def _each(

@@ -8,36 +8,24 @@ import os
 import sys
 
 from proxy.errors import ConfigError
-from proxy.settings import Settings, load_settings
+from proxy.settings import FIELDS, Settings, load_settings
 
-# metavar and help of each setting a command may take as a flag (--executor-listen...).
-_FLAGS = {
-    "listen": ("HOST:PORT", "public address (MODGATE_LISTEN)"),
-    "admin_listen": ("HOST:PORT", "admin address for /metrics /healthz /readyz"),
-    "workers": ("N", "worker processes sharing the port (MODGATE_WORKERS)"),
-    "routes_file": ("PATH", "routes manifest for the embedded mode (MODGATE_ROUTES_FILE)"),
-    "database_url": ("URL", "Postgres DSN; selects the Postgres mode (MODGATE_DATABASE_URL)"),
-    "mode": ("{gateway,sidecar}", "gateway: /api/modules/{id}/...; sidecar: one module"),
-    "sidecar_module": ("ID", "the module a sidecar serves on every path"),
-    "log_level": ("LEVEL", "debug, info, warning or error"),
-    "executor_listen": ("HOST:PORT", "where the executor listens (MODGATE_EXECUTOR_LISTEN)"),
-    "executor_workers": (
-        "N",
-        "executor worker processes (MODGATE_EXECUTOR_WORKERS; default: one per usable CPU)",
-    ),
-}
+_FIELDS = {field.name: field for field in FIELDS}
 
 
 def add_settings_args(parser: argparse.ArgumentParser, *keys: str) -> None:
-    """`--config`, and a flag for each of `keys` (settings names)."""
+    """`--config`, and a flag for each of `keys` (settings names), described by the settings
+    table: its flag, metavar, doc and environment variable."""
     parser.add_argument(
         "--config",
         metavar="PATH",
         help="settings YAML (default: $MODGATE_CONFIG or config/gateway.yaml if present)",
     )
     for key in keys:
-        metavar, help_text = _FLAGS[key]
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, metavar=metavar, help=help_text)
+        field = _FIELDS[key]
+        parser.add_argument(
+            field.flag, dest=key, metavar=field.metavar, help=f"{field.doc} ({field.env_var})"
+        )
 
 
 def settings_from_args(args: argparse.Namespace, *keys: str) -> Settings:

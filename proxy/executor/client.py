@@ -51,6 +51,7 @@ TIMEOUT_MARGIN_SECONDS = 2.0
 # Headers a handler never sees: credentials and cookies belong to the gateway's checks.
 HIDDEN_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 _JSON = {"Content-Type": "application/json"}
+_POOL_REQUESTS = metrics.BoundLabels(metrics.HANDLER_POOL_REQUESTS)  # by result
 
 
 def create_executor_pool(limits: UpstreamLimits, handler_timeout: float) -> UpstreamPool:
@@ -102,7 +103,7 @@ class ExecutorClient:
             + (self._endpoint.authorization or b"")
             + f"Content-Type: application/json\r\n{token_line}".encode()
         )
-        self._ok = metrics.HANDLER_POOL_REQUESTS.labels(result="ok")
+        self._ok = _POOL_REQUESTS("ok")
 
     async def call(self, payload: dict[str, Any], ctx: RequestContext) -> web.Response:
         body = orjson.dumps(payload)
@@ -114,7 +115,7 @@ class ExecutorClient:
             async with asyncio.timeout(self.timeout):
                 status, answer = await self._exchange(head, body)
         except HandlerResponseTooLarge:
-            metrics.HANDLER_POOL_REQUESTS.labels(result="too_large").inc()
+            _POOL_REQUESTS("too_large").inc()
             log.warning(
                 "handler pool answer over executor_max_response_bytes (%d) (request %s)",
                 self.max_response_bytes,
@@ -122,10 +123,10 @@ class ExecutorClient:
             )
             raise UpstreamUnavailable("Handler response too large") from None
         except TimeoutError:
-            metrics.HANDLER_POOL_REQUESTS.labels(result="timeout").inc()
+            _POOL_REQUESTS("timeout").inc()
             raise UpstreamTimeout("The handler pool did not answer in time") from None
         except OSError as exc:
-            metrics.HANDLER_POOL_REQUESTS.labels(result="unavailable").inc()
+            _POOL_REQUESTS("unavailable").inc()
             log.warning("handler pool unavailable: %s (request %s)", exc, request_id)
             raise UpstreamUnavailable("The handler pool is unavailable") from None
         if status == ExecutorTokenRefused.status:
@@ -136,7 +137,7 @@ class ExecutorClient:
         return web.Response(status=status, body=answer, headers={**ctx.response_headers, **_JSON})
 
     def _refused(self, request_id: str) -> ExecutorUnauthorized:
-        metrics.HANDLER_POOL_REQUESTS.labels(result="unauthorized").inc()
+        _POOL_REQUESTS("unauthorized").inc()
         sent = "a different one" if self._sends_token else "none (executor_token is unset here)"
         log.error(
             "the handler pool at %s refused this gateway's executor_token (sent: %s): set the "

@@ -228,6 +228,12 @@ class Sandbox:
             f" compiles={self.compiles} runaways_stopped={self.runaways_stopped}>"
         )
 
+    @property
+    def isolates(self) -> int:
+        """Isolates kept for reuse (at most max_isolates); a discarded one still running a
+        call is not among them."""
+        return len(self._isolates)
+
     async def run(
         self,
         *,

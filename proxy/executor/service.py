@@ -25,7 +25,7 @@ import asyncio
 import hmac
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -53,9 +53,13 @@ from proxy.http.responses import error_response
 from proxy.observability import metrics
 from proxy.settings import Settings
 
+if TYPE_CHECKING:
+    import asyncpg
+
 log = logging.getLogger("modgate.executor")
 
 _REQUIRED = ("module_id", "handler_key", "code")
+_CALLS = metrics.BoundLabels(metrics.EXECUTOR_CALLS)  # by outcome; every handler call counts
 _DB_UNAVAILABLE = orjson.dumps(
     {"data": None, "error": {"message": "database unavailable", "code": "db_unavailable"}}
 ).decode()
@@ -77,7 +81,9 @@ class Executor:
             module_concurrency=settings.executor_module_concurrency,
             queue_size=settings.executor_queue_size,
         )
-        self.pool: Any = None
+        # Opened by `start` when database_url is set; None until then, and for good without
+        # one: handlers' ctx.db calls then answer db_unavailable (`_db_call`).
+        self.pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
         if self.settings.database_url:
@@ -113,7 +119,7 @@ class Executor:
             slots = await self.admission.acquire(module_id, deadline)
         except PoolBusy as busy:
             outcome = "module_busy" if isinstance(busy, ModuleBusy) else "rejected"
-            metrics.EXECUTOR_CALLS.labels(outcome=outcome).inc()
+            _CALLS(outcome).inc()
             raise
         metrics.EXECUTOR_IN_PROGRESS.inc()
         try:
@@ -147,9 +153,9 @@ class Executor:
                 deadline=deadline,
             )
         except HandlerError as exc:
-            metrics.EXECUTOR_CALLS.labels(outcome=exc.kind).inc()
+            _CALLS(exc.kind).inc()
             raise _failure(exc, payload) from exc
-        metrics.EXECUTOR_CALLS.labels(outcome="ok").inc()
+        _CALLS("ok").inc()
         return result
 
     async def _db_call(self, module_id: str, site_id: str | None, spec_json: str) -> str:
@@ -197,7 +203,7 @@ def _call_of(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         payload = None
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
-        metrics.EXECUTOR_CALLS.labels(outcome="invalid").inc()
+        _CALLS("invalid").inc()
         raise BadRequest("Malformed execute request")
     return payload
 
@@ -233,7 +239,7 @@ def build_executor_app(executor: Executor) -> web.Application:
             if expected is not None:
                 given = request.headers.get(TOKEN_HEADER, "").encode()
                 if not hmac.compare_digest(given, expected):
-                    metrics.EXECUTOR_CALLS.labels(outcome="unauthorized").inc()
+                    _CALLS("unauthorized").inc()
                     log.warning(
                         "refused a call from %s without the right executor_token (%s header)",
                         request.remote,

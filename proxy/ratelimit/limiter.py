@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
@@ -43,6 +43,9 @@ from proxy.ratelimit.decision import LIMITED_QUOTA, Decision
 from proxy.ratelimit.local_limiter import LocalLimiter
 from proxy.ratelimit.redis_limiter import RedisLimiter
 from proxy.routing.model import RouteSpec
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 _DECISIONS = metrics.BoundLabels(metrics.RATELIMIT_DECISIONS)  # by decision, backend
 _DECISION_NAMES = ("allowed", "limited", "quota")  # by Decision.limited_by
@@ -156,7 +159,7 @@ def is_quota(decision: Decision) -> bool:
     return decision.limited_by == LIMITED_QUOTA
 
 
-def create_redis_client(url: str, *, timeout: float) -> Any:
+def create_redis_client(url: str, *, timeout: float) -> Redis:
     """A redis.asyncio client for the limiter (hiredis parses replies when installed)."""
     import redis.asyncio as redis
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -50,6 +50,9 @@ from proxy.ratelimit.decision import Decision, decision_from
 from proxy.ratelimit.local_limiter import LocalLimiter
 from proxy.ratelimit.script import TOKEN_BUCKET_LUA
 from proxy.retry import Backoff
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger("modgate.ratelimit")
 
@@ -105,7 +108,7 @@ class RedisLimiter:
 
     def __init__(
         self,
-        client: Any,
+        client: Redis,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         mirror: LocalLimiter | None = None,
@@ -362,7 +365,7 @@ class RedisLimiter:
         )
         try:
             async with asyncio.timeout(SETUP_TIMEOUT):
-                await connection.connect()
+                await connection.connect()  # type: ignore[no-untyped-call]  # unannotated in redis-py
                 await connection.send_command("SCRIPT", "LOAD", TOKEN_BUCKET_LUA)
                 await connection.read_response()
         except BaseException:

@@ -20,7 +20,6 @@ knows that address: `routes apply` refuses it (rows in Postgres are served by ma
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 from yarl import URL
 
+from proxy.auth.key_fields import InvalidKeyField, canonical_uuid, parse_scope
 from proxy.errors import ManifestError
 from proxy.interning import interned
 from proxy.routing.model import ENCODED_SLASHES, HANDLER_TYPES, METHODS, ModuleSpec, RouteSpec
@@ -108,7 +108,9 @@ def _parse_module(raw: object, source: str, where: str, listen: str | None) -> M
     _reject_unknown(raw, _MODULE_KEYS, source, where)
     module_id = _uuid(raw.get("id"), source, f"{where}.id")
     name = raw.get("name")
-    bad_name = not isinstance(name, str) or not _NAME_RE.match(name) or _is_uuid(name)
+    bad_name = (
+        not isinstance(name, str) or not _NAME_RE.match(name) or canonical_uuid(name) is not None
+    )
     if name is not None and bad_name:
         raise ManifestError(
             f"{source}: {where}.name: expected a lowercase slug like 'crm' "
@@ -203,9 +205,12 @@ def _bool(value: object, source: str, where: str) -> bool:
 def _scopes(value: object, source: str, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if isinstance(value, list) and all(isinstance(s, str) and s and " " not in s for s in value):
-        return interned(tuple(value))
-    raise _fail(source, where, "a list of scope strings", value)
+    if not isinstance(value, list):
+        raise _fail(source, where, "a list of scope strings", value)
+    try:  # the one scope rule, the API keys' (they reach upstreams in the X-Scopes line)
+        return interned(tuple(parse_scope(scope) for scope in value))
+    except InvalidKeyField as exc:
+        raise ManifestError(f"{source}: {where}: {exc.reason}") from None
 
 
 def _positive_or_null(value: object, source: str, where: str) -> int | None:
@@ -274,20 +279,10 @@ _ROUTE_FIELDS: dict[str, _Check] = {
 
 
 def _uuid(value: object, source: str, where: str) -> str:
-    if isinstance(value, str | uuid.UUID):
-        try:
-            return str(uuid.UUID(str(value)))
-        except ValueError:
-            pass
-    raise _fail(source, where, "a UUID", value)
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
+    normal = canonical_uuid(value)
+    if normal is None:
+        raise _fail(source, where, "a UUID", value)
+    return normal
 
 
 def _reject_unknown(raw: Mapping[Any, Any], allowed: Any, source: str, where: str) -> None:

@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 # drain used the whole shutdown grace (the chart's terminationGracePeriodSeconds has room).
 FLUSH_FLOOR_SECONDS: Final = 1.0
 
-# What `start` opens (None: nothing to open, only to close) and what `stop` closes.
+# What `start` opens (None: nothing to open, only to close) and what `stop` closes (None:
+# closed by another part's close).
 _Open = Callable[[], Awaitable[object]] | None
-_Close = Callable[[], Awaitable[object]]
+_Close = Callable[[], Awaitable[object]] | None
 
 
 def key_directory(cache: KeyCacheSettings) -> KeyDirectory:
@@ -135,6 +136,8 @@ class Gateway:
         if self.limiter is not None and self.limiter.redis is not None:
             self._dependencies += (("redis", functools.partial(_redis_state, self.limiter)),)
         self._opened = contextlib.AsyncExitStack()
+        self._started = False
+        self._flush_deadline: float | None = None  # what `stop` was given, for _stop_loggers
         self.draining = False
 
     @property
@@ -164,7 +167,8 @@ class Gateway:
 
     def _lifecycle(self) -> list[tuple[_Open, _Close]]:
         """What `start` opens, in order: the clients first, then what uses them. The limiter
-        opens before the routes load, so Redis is connected and its script loaded by ready."""
+        opens before the routes load, so Redis is connected and its script loaded by ready.
+        The loggers come last, so they stop first (see `_stop_loggers`)."""
         parts: list[tuple[_Open, _Close]] = [(None, self.pool.close), (None, self.http.close)]
         if self.executor is not None:
             parts.append((None, self.executor.pool.close))
@@ -175,48 +179,64 @@ class Gateway:
         parts.append((self.source.start, self.source.stop))
         if self.jwt is not None:
             parts.append((self.jwt.start, self.jwt.stop))
+        # One close for all the loggers, registered before any of them starts; each one's stop
+        # is safe before its start.
+        parts.append((None, self._stop_loggers))
+        for logger in (self.usage, self.access_log, self.request_log, self.pruner):
+            if logger is not None:
+                parts.append((logger.start, None))
         return parts
 
     async def start(self) -> None:
+        """Open everything, in the order of `_lifecycle`; once per gateway (what `stop` closed
+        does not open again)."""
+        if self._started:
+            raise RuntimeError(f"{self!r} was already started: a Gateway starts once")
+        self._started = True
         try:
             for open_, close in self._lifecycle():
                 # Registered before opening: a part that fails half-way is closed too.
-                self._opened.push_async_callback(close)
+                if close is not None:
+                    self._opened.push_async_callback(close)
                 if open_ is not None:
                     await open_()
-            # The loggers last: `stop` takes them first (see there).
-            if self.usage is not None:
-                await self.usage.start()
-            if self.access_log is not None:
-                await self.access_log.start()
-            if self.request_log is not None:
-                await self.request_log.start()
-            if self.pruner is not None:
-                await self.pruner.start()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self, deadline: float | None = None) -> None:
-        """Close everything; the request log and key usage are written first, retried until
-        `deadline` (event-loop time; the worker passes SIGTERM + shutdown_grace_seconds; None:
-        that long from now), and given at least FLUSH_FLOOR_SECONDS whatever the drain took."""
+        """Close everything `start` opened, in the reverse order: the loggers first, the request
+        log and key usage written until `deadline` (event-loop time; the worker passes SIGTERM
+        + shutdown_grace_seconds; None: that long from now). Without `start`, or a second
+        time, nothing is left to close.
+
+        Every close runs even when one raises (the AsyncExitStack goes on to the next); the
+        error then propagates from here, after the last close: a close that raises is a bug
+        (the loggers handle Postgres failing themselves), and it should not pass unnoticed."""
+        self._flush_deadline = deadline
+        await self._opened.aclose()
+
+    async def _stop_loggers(self) -> None:
+        """Invariant: the loggers stop before anything `start` opened closes (they are pushed
+        last on the stack), so their last rows and counts are written while the Postgres pool
+        (the source) is still open. The access log and the pruner stop first; then the request
+        log and key usage are flushed together, until the deadline given to `stop` and for at
+        least FLUSH_FLOOR_SECONDS whatever the drain took. Each stops even when another raises;
+        the first error is raised again once all are done."""
         loop = asyncio.get_running_loop()
+        deadline = self._flush_deadline
         if deadline is None:
             deadline = loop.time() + self.settings.shutdown_grace_seconds
         deadline = max(deadline, loop.time() + FLUSH_FLOOR_SECONDS)
-        # Invariant: the loggers stop before anything `start` opened closes, so their last
-        # rows and counts are written while the Postgres pool (the source) is still open;
-        # then the rest closes in the reverse order of opening.
-        if self.access_log is not None:
-            await self.access_log.stop()
-        if self.pruner is not None:
-            await self.pruner.stop()
+        first = [logger.stop() for logger in (self.access_log, self.pruner) if logger is not None]
+        outcomes = await asyncio.gather(*first, return_exceptions=True)
         flushes = [
             logger.stop(deadline) for logger in (self.request_log, self.usage) if logger is not None
         ]
-        await asyncio.gather(*flushes)
-        await self._opened.aclose()
+        outcomes += await asyncio.gather(*flushes, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def __repr__(self) -> str:
         state = "draining" if self.draining else ("ready" if self.ready else "loading")

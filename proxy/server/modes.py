@@ -64,7 +64,10 @@ def postgres_store(
 ) -> Store:
     """Routes and keys from `database_url`, and the write-backs that go there."""
     source = PostgresSource(settings.database, registry, keys, heartbeat_seconds=heartbeat_seconds)
-    keys.loader = source  # misses in the key cache are looked up through its pool
+    # The one wiring made after construction, because it is circular: the source writes into
+    # the directory (full reloads, NOTIFY), and the directory looks its misses up through the
+    # source's pool. The directory is made first (the gateway's, empty); this closes the loop.
+    keys.loader = source
     log = settings.request_log
     return Store(
         source=source,

@@ -24,6 +24,7 @@ from aiohttp import web
 from proxy.auth.authenticator import Authenticator, authorize
 from proxy.auth.client_address import ClientAddressResolver
 from proxy.auth.cors import VARY, CorsPolicy, is_preflight
+from proxy.auth.principal import Principal
 from proxy.errors import (
     BadRequest,
     Forbidden,
@@ -153,7 +154,7 @@ class Pipeline:
                 ctx.response_headers.update(limit_headers)
                 if not decision.allowed:
                     raise RateLimited(limit_headers, quota=is_quota(decision))
-        return await self._dispatch(request, ctx, match)
+        return await self._dispatch(request, ctx, match, table, principal)
 
     def _locate(self, request: web.BaseRequest, ctx: RequestContext) -> ModuleTable:
         """The module's table; it, the normalised path within the module and the query go in
@@ -223,9 +224,15 @@ class Pipeline:
         return web.Response(status=204, headers=ctx.response_headers)
 
     async def _dispatch(
-        self, request: web.BaseRequest, ctx: RequestContext, match: Match[CompiledRoute]
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        match: Match[CompiledRoute],
+        table: ModuleTable,
+        caller: Principal,
     ) -> web.StreamResponse:
-        """The answer: a static route's body, a function route's handler, or the upstream's."""
+        """The answer: a static route's body, a function route's handler, or the upstream's;
+        `caller` is in `table`'s module, authorised and within its limits."""
         route = match.payload
         static = route.static
         if static is not None:
@@ -233,14 +240,25 @@ class Pipeline:
             return web.Response(body=static.body, headers=ctx.response_headers)
         target = route.target
         if target is None:
-            return await self._call_handler(request, ctx, match)
+            return await self._call_handler(request, ctx, match, table, caller)
         path = target.path_for(ctx.module_path, ctx.query, match.params)
         return await self.forwarder.forward(
-            request, ctx, target, path, forward_credentials=route.spec.forward_credentials
+            request,
+            ctx,
+            target,
+            path,
+            caller=caller,
+            module_id=table.id,
+            forward_credentials=route.spec.forward_credentials,
         )
 
     async def _call_handler(
-        self, request: web.BaseRequest, ctx: RequestContext, match: Match[CompiledRoute]
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        match: Match[CompiledRoute],
+        table: ModuleTable,
+        caller: Principal,
     ) -> web.StreamResponse:
         """A function route: its handler runs in the pool, with the caller's context."""
         if self.executor is None:
@@ -248,15 +266,13 @@ class Pipeline:
                 "Function handlers run in the handler pool, which this gateway is not given "
                 "(executor_url)"
             )
-        table, who = ctx.table, ctx.principal
-        assert table is not None and who is not None, "dispatched before authentication"
         route = match.payload
         payload = {
             "module_id": table.id,
-            "site_id": who.site_id,
-            "user_id": who.user_id,
-            "api_key_id": who.api_key_id,
-            "scopes": list(who.grants.scopes),
+            "site_id": caller.site_id,
+            "user_id": caller.user_id,
+            "api_key_id": caller.api_key_id,
+            "scopes": list(caller.grants.scopes),
             "route_id": route.spec.id,
             "handler_key": route.handler_key,
             "code": route.spec.handler_code,

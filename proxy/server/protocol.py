@@ -83,6 +83,9 @@ MAX_FIELD_BYTES = 8190
 _SERVED_VERSIONS = (HttpVersion11, HttpVersion10)
 # aiohttp's stand-in request for an error message says HTTP/1.0; the answer is HTTP/1.1.
 _ERROR_11 = ERROR._replace(version=HttpVersion11)
+# Bound once: a slow client (or many, on purpose) reaches these on every timed-out connection.
+_HEADER_TIMEOUTS = metrics.CLIENT_TIMEOUTS.labels(phase="header")
+_BODY_TIMEOUTS = metrics.CLIENT_TIMEOUTS.labels(phase="body")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,7 +280,7 @@ class ClientConnection(RequestHandler):
         if not self._head_partial:
             self.force_close()  # opened and never used: nothing to answer
             return
-        metrics.CLIENT_TIMEOUTS.labels(phase="header").inc()
+        _HEADER_TIMEOUTS.inc()
         self._refuse(RequestTimeout("Request head not received in time"))
 
     def _body_check(self) -> None:
@@ -295,7 +298,7 @@ class ClientConnection(RequestHandler):
             self._body_timer = loop.call_at(deadline, self._body_check)
             return
         self._body = None
-        metrics.CLIENT_TIMEOUTS.labels(phase="body").inc()
+        _BODY_TIMEOUTS.inc()
         log.info(
             "client %s: request body silent for %gs, closing",
             _peer(self.peername),

@@ -34,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
@@ -43,6 +41,7 @@ from typing import Any, Final, Protocol, TypeVar
 import asyncpg
 import orjson
 
+from proxy.auth.key_fields import INT4_MAX, canonical_uuid
 from proxy.errors import StoreError
 from proxy.observability.request_log import COLUMNS, LogRow
 from proxy.retry import WriteAttempt
@@ -55,8 +54,7 @@ T = TypeVar("T")
 log = logging.getLogger("modgate.request_log")
 
 TABLE: Final = "module_api_logs"
-INT4_MIN: Final = -2_147_483_648
-INT4_MAX: Final = 2_147_483_647
+INT4_MIN: Final = -INT4_MAX - 1
 DEFAULT_PRUNE_BATCH: Final = 10_000
 DEFAULT_PRUNE_FIRST_DELAY: Final = 30.0  # let a starting gateway warm up before pruning
 # Any fixed bigint nothing else in the database uses: b"mg-prune".
@@ -79,12 +77,6 @@ DELETE FROM {TABLE} WHERE ctid = ANY(ARRAY(
 """
 _TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
 _UNLOCK = "SELECT pg_advisory_unlock($1)"
-
-# Canonical lowercase, as str(uuid.UUID(...)) writes it: the common case, checked without
-# building a UUID object; other spellings go through uuid.UUID.
-_match_canonical_uuid = re.compile(
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-).fullmatch
 
 
 async def write_logs(
@@ -240,19 +232,19 @@ def _storable(row: LogRow) -> tuple[Any, ...] | None:
     """The row with every value made acceptable to its column; None if it cannot be stored."""
     (module_id, site_id, route_id, method, path, query, auth_type, key_id, user_id,
      status, elapsed, error, ip, agent, created_at) = row  # fmt: skip
-    module = _uuid(module_id)
+    module = canonical_uuid(module_id)
     if module is None:
         return None
     return (
         module,
-        _uuid(site_id),
-        _uuid(route_id),
+        canonical_uuid(site_id),
+        canonical_uuid(route_id),
         _text(method, SHORT_MAX) or "",
         _text(path, PATH_MAX) or "",
         _json(query),
         _text(auth_type, SHORT_MAX),
-        _uuid(key_id),
-        _uuid(user_id),
+        canonical_uuid(key_id),
+        canonical_uuid(user_id),
         _int4(status),
         _int4(elapsed),
         _text(error, ERROR_MESSAGE_MAX),
@@ -260,17 +252,6 @@ def _storable(row: LogRow) -> tuple[Any, ...] | None:
         _text(agent, USER_AGENT_MAX),
         created_at if created_at is not None else datetime.now(UTC),
     )
-
-
-def _uuid(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and _match_canonical_uuid(value):
-        return value
-    try:
-        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
-    except ValueError:
-        return None
 
 
 def _text(value: object, limit: int) -> str | None:

@@ -17,7 +17,6 @@ cache_ttl_seconds 0): a row the platform wrote by hand never loosens authenticat
 from __future__ import annotations
 
 import re
-import uuid
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
@@ -26,6 +25,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from proxy.auth.key_fields import canonical_uuid
 from proxy.errors import ManifestError, StoreError
 from proxy.interning import interned
 from proxy.routing.manifest import Manifest
@@ -289,13 +289,7 @@ def _json(value: Any, where: str) -> str | None:
 
 def _valid_uuids(ids: Collection[str]) -> list[str]:
     """Ids that can exist as UUIDs; anything else simply has no rows (and no entry)."""
-    valid = []
-    for module_id in ids:
-        try:
-            valid.append(str(uuid.UUID(module_id)))
-        except (ValueError, TypeError, AttributeError):
-            continue
-    return valid
+    return [normal for module_id in ids if (normal := canonical_uuid(module_id)) is not None]
 
 
 async def _module_named(conn: Any, name: str) -> str | None:

@@ -23,7 +23,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import HttpVersion11, web
 from aiohttp.http_writer import StreamWriter
@@ -46,6 +45,8 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # Methods whose empty body is still announced (Content-Length: 0), as HTTP clients do.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_UPSTREAM_DURATION = metrics.BoundLabels(metrics.UPSTREAM_DURATION)  # by upstream origin
+_UPSTREAM_ERRORS = metrics.BoundLabels(metrics.UPSTREAM_ERRORS)  # by kind
 
 
 class _BodyState:
@@ -237,17 +238,7 @@ async def exchange(
                 sender.exception()  # seen: its failure already ended the exchange
         if conn is not None:
             pool.release(endpoint, conn)
-        _upstream_timer(origin).observe(time.perf_counter() - started)
-
-
-_TIMERS: dict[str, Any] = {}
-
-
-def _upstream_timer(origin: str) -> Any:
-    timer = _TIMERS.get(origin)
-    if timer is None:
-        timer = _TIMERS[origin] = metrics.UPSTREAM_DURATION.labels(upstream=origin)
-    return timer
+        _UPSTREAM_DURATION(origin).observe(time.perf_counter() - started)
 
 
 async def _relay(
@@ -281,11 +272,11 @@ async def _relay(
         while chunk := await conn.read_chunk():
             await response.write(chunk)
     except ConnectionResetError:
-        metrics.UPSTREAM_ERRORS.labels(kind="client_gone").inc()
+        _UPSTREAM_ERRORS("client_gone").inc()
         conn.close()
         return response
     except (OSError, TimeoutError) as exc:
-        metrics.UPSTREAM_ERRORS.labels(kind="broken_response").inc()
+        _UPSTREAM_ERRORS("broken_response").inc()
         log.warning(
             "upstream %s failed mid-response (%s); closing client connection",
             origin,
@@ -317,16 +308,16 @@ def _response_headers(
 def _translate(exc: BaseException, state: _BodyState, origin: str) -> Exception:
     """Map a client-side failure to the error the caller sees; details go to the log only."""
     if state.too_large:
-        metrics.UPSTREAM_ERRORS.labels(kind="body_too_large").inc()
+        _UPSTREAM_ERRORS("body_too_large").inc()
         return PayloadTooLarge(f"Request body exceeds {state.limit} bytes")
     if isinstance(exc, PayloadTooLarge | BadRequest):
         return exc
     if isinstance(exc, TimeoutError):
-        metrics.UPSTREAM_ERRORS.labels(kind="timeout").inc()
+        _UPSTREAM_ERRORS("timeout").inc()
         log.warning("upstream %s timed out (%s)", origin, type(exc).__name__)
         return UpstreamTimeout()
     if isinstance(exc, OSError):
-        metrics.UPSTREAM_ERRORS.labels(kind="unavailable").inc()
+        _UPSTREAM_ERRORS("unavailable").inc()
         log.warning("upstream %s unavailable: %s", origin, exc)
         return UpstreamUnavailable()
     log.exception("unexpected error forwarding to %s", origin)

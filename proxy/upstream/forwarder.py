@@ -1,6 +1,6 @@
 """The Forwarder: a request the pipeline has let through, sent on to a module's upstream.
 
-The pipeline says who is calling (the request context: request id, module, principal) and
+The pipeline says who is calling (the principal, its module, the request context's id) and
 where to (the route's target and the path to ask it for); the Forwarder writes the bytes.
 It owns everything between: the upstream pool, the body limit, the whole header policy
 (`headers.py`: what of the client's crosses, X-Forwarded-*, the caller's identity, which
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from proxy.auth.client_address import ClientAddressResolver
+    from proxy.auth.principal import Principal
     from proxy.request_context import RequestContext
     from proxy.routing.table import UpstreamTarget
     from proxy.upstream.pool import UpstreamPool
@@ -57,16 +58,16 @@ class Forwarder:
         target: UpstreamTarget,
         path: str,
         *,
+        caller: Principal,
+        module_id: str,
         forward_credentials: bool,
     ) -> web.StreamResponse:
-        """`request` sent to `path` (with its query) on `target`'s origin as `ctx`'s caller;
-        the upstream's response relayed with `ctx.response_headers`. `forward_credentials`:
-        the route lets the caller's own credential header through."""
-        who, table = ctx.principal, ctx.table
-        assert who is not None and table is not None, "forwarded before authentication"
+        """`request` sent to `path` (with its query) on `target`'s origin, for `caller` of
+        module `module_id`; the upstream's response relayed with `ctx.response_headers`.
+        `forward_credentials`: the route lets the caller's own credential header through."""
         endpoint = self.pool.endpoint(target.origin)
         keep_out = credentials_kept_out(
-            who.credential_header,
+            caller.credential_header,
             forward_credentials=forward_credentials,
             endpoint_authorizes=endpoint.authorization is not None,
         )
@@ -82,7 +83,7 @@ class Forwarder:
             request.scheme,
             request.host,
         )
-        lines += identity_lines(ctx.request_id, table.id, who)
+        lines += identity_lines(ctx.request_id, module_id, caller)
         return await exchange(
             request,
             self.pool,

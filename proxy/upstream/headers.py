@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDictProxy
 
-from proxy.errors import BadFraming, UnsupportedTransferEncoding
+from proxy.errors import BadFraming, InternalError, UnsupportedTransferEncoding
 
 if TYPE_CHECKING:
     from proxy.auth.principal import Principal
@@ -180,14 +180,24 @@ def forwarded_lines(
 
 def identity_lines(request_id: str, module_id: str, who: Principal) -> list[bytes]:
     """The request id and who is calling, for the module service (the client's own versions
-    of these headers were stripped)."""
-    lines = [f"X-Request-ID: {request_id}\r\n", f"X-Module-Id: {module_id}\r\n"]
+    of these headers were stripped).
+
+    Invariant: no value holds CR, LF, NUL or another control character, or the line it is
+    written into would end early and the rest become a header of the caller's choosing. Each
+    source refuses them already (request ids: `request_id_for`; ids: UUIDs; scopes:
+    `key_fields.parse_scope`, the JWT verifier; a JWT's site claim: the verifier), except a
+    JWT's `sub`, which is the issuer's text: a user id that is not printable is left out. Any
+    other such value is a gateway bug, answered 500 rather than left out, since a request
+    without its site could mean more access upstream, not less."""
+    lines = [f"X-Request-ID: {request_id}", f"X-Module-Id: {module_id}"]
     if who.site_id:
-        lines.append(f"X-Site-Id: {who.site_id}\r\n")
+        lines.append(f"X-Site-Id: {who.site_id}")
     if who.user_id and who.user_id.isprintable():
-        lines.append(f"X-User-Id: {who.user_id}\r\n")
+        lines.append(f"X-User-Id: {who.user_id}")
     if who.api_key is not None:
-        lines.append(f"X-Api-Key-Id: {who.api_key.record.id}\r\n")
+        lines.append(f"X-Api-Key-Id: {who.api_key.record.id}")
     if who.grants.scopes:
-        lines.append(f"X-Scopes: {' '.join(who.grants.scopes)}\r\n")
-    return [line.encode("utf-8", "surrogateescape") for line in lines]
+        lines.append(f"X-Scopes: {' '.join(who.grants.scopes)}")
+    if not "".join(lines).isprintable():  # one check for every value, before any CR LF
+        raise InternalError("An identity header value holds a control character")
+    return [(line + "\r\n").encode("utf-8", "surrogateescape") for line in lines]

@@ -21,7 +21,7 @@ import ssl
 from collections import deque
 from urllib.parse import unquote
 
-from proxy.auth.key_fields import DEFAULT_PORTS
+from proxy.http.urls import DEFAULT_PORTS
 from proxy.upstream.connection import UpstreamConnection
 
 

@@ -127,6 +127,19 @@ async def test_site_claim_default_and_custom_name() -> None:
     assert await refused(make_verifier(), make_token(site_id={"id": 1})) == "malformed"
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"site_id": "s-1\r\nX-User-Id: admin"},  # the X-Site-Id line would end early
+        {"site_id": "s-1\x00"},
+        {"scope": "read:a read:b\x00"},  # split() takes out whitespace, not other controls
+        {"scp": ["read:a", "read:\x7f"]},
+    ],
+)
+async def test_site_and_scopes_with_control_characters_are_refused(claims: dict[str, Any]) -> None:
+    assert await refused(make_verifier(), make_token(**claims)) == "malformed"
+
+
 async def test_sub_is_optional() -> None:
     identity = await make_verifier().verify(make_token(sub=None, scope="svc"))
     assert identity.user_id is None

@@ -136,6 +136,7 @@ async def test_each_rule_reads_the_same_from_manifest_and_store(database: str) -
         {"module_id": "crm"},
         {"scopes": ["read all"]},
         {"scopes": ["read\r\nX-Admin: 1"]},  # would have ended the X-Scopes header line
+        {"scopes": ["read\x00"]},  # no whitespace, but a control character all the same
         {"scopes": "read"},
         {"allowed_ips": ["10.0.0.0/33"]},
         {"allowed_origins": ["https://a.example/app"]},

@@ -5,17 +5,22 @@
   peer is appended. Identity headers from clients never pass, in any casing.
 - Absolute-form targets (`GET http://host/...`, what `curl -x` sends) are served when their
   authority is the Host header (case-insensitive), refused with 400 otherwise.
+- A JWT's claims cannot write header lines of their own upstream: a site claim with CR LF
+  refuses the token, a `sub` with CR LF leaves X-User-Id out (issue 14's review, finding 10).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
+import jwt as pyjwt
 import pytest
 
 from tests.support.edge import (
     ADMIN_KEY,
+    ADMIN_SCOPE,
     IDENTITY_HEADERS,
     StartGateway,
     StartUpstream,
@@ -178,3 +183,46 @@ async def test_a_host_that_is_not_utf8_is_forwarded_not_a_500(
     request = b"GET " + PUBLIC.encode() + b" HTTP/1.1\r\nHost: gw\xff\xfe\r\n\r\n"
     seen = await _one_request(raw_upstreams, edge_gateway, request)
     assert len(seen.header("X-Forwarded-Host")) == 1
+
+
+# -- identity values from a JWT ---------------------------------------------------------------
+
+JWT_SECRET = "edge-secret-that-is-long-enough-for-hs256"
+ADMIN = "/api/modules/crm/admin/x"
+
+
+def _bearer(**claims: object) -> list[tuple[str, str]]:
+    claims = {"exp": time.time() + 300, "scope": ADMIN_SCOPE, **claims}
+    return [("Authorization", "Bearer " + pyjwt.encode(claims, JWT_SECRET, algorithm="HS256"))]
+
+
+async def test_a_jwt_site_claim_cannot_forge_a_header(
+    raw_upstreams: StartUpstream, edge_gateway: StartGateway
+) -> None:
+    """The site claim becomes the X-Site-Id line: its CR LF would have started an X-User-Id of
+    the token's choosing. The token is refused, not sent without its site (which could mean
+    more access upstream, not less)."""
+    upstream = await raw_upstreams([response(b"ok")])
+    gateway = await edge_gateway(upstream, jwt_secret=JWT_SECRET)
+    forged = _bearer(sub="u-1", site_id="s-1\r\nX-User-Id: admin")
+    assert_error(await gateway.exchange(raw_request("GET", ADMIN, forged)), 401, "unauthorized")
+    good = await gateway.exchange(raw_request("GET", ADMIN, _bearer(sub="u-1", site_id="s-1")))
+    assert (good.status, good.body) == (200, b"ok"), good.body[:300]
+    [seen] = upstream.requests  # the forged token's request never left the gateway
+    assert (seen.header("X-Site-Id"), seen.header("X-User-Id")) == (["s-1"], ["u-1"])
+    assert bytes(upstream.received[0]).lower().count(b"\r\nx-user-id:") == 1
+
+
+async def test_a_jwt_sub_with_cr_lf_is_left_out(
+    raw_upstreams: StartUpstream, edge_gateway: StartGateway
+) -> None:
+    """`sub` is the issuer's text, kept as the user id; one that is not printable is not sent."""
+    upstream = await raw_upstreams([response(b"ok")])
+    gateway = await edge_gateway(upstream, jwt_secret=JWT_SECRET)
+    token = _bearer(sub="u-1\r\nX-Site-Id: forged", site_id="s-1")
+    r = await gateway.exchange(raw_request("GET", ADMIN, token))
+    assert (r.status, r.body) == (200, b"ok"), r.body[:300]
+    [seen] = upstream.requests
+    assert (seen.header("X-Site-Id"), seen.header("X-User-Id")) == (["s-1"], [])
+    sent = bytes(upstream.received[0]).lower()
+    assert b"forged" not in sent and sent.count(b"\r\nx-site-id:") == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from tests.support.polling import eventually
 from tests.support.process import free_port, run_cli
 
 MODGATE = str(Path(sys.executable).with_name("modgate"))
@@ -61,24 +62,27 @@ async def test_killed_worker_is_replaced(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+
+    async def serving() -> bool:
+        return len(_children(proc.pid)) == 2 and await _call(url) == 200
+
     try:
-        for _ in range(200):
-            if len(_children(proc.pid)) == 2:
-                try:
-                    if await _call(url) == 200:
-                        break
-                except aiohttp.ClientError:
-                    pass
-            await asyncio.sleep(0.05)
+        await eventually(
+            serving,
+            timeout=30,
+            interval=0.05,
+            ignore=(aiohttp.ClientError,),  # refused while the workers start
+            what="two workers, answering 200",
+        )
         workers = _children(proc.pid)
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
-        for _ in range(100):  # replaced (the supervisor backs off about half a second)
-            current = _children(proc.pid)
-            if len(current) == 2 and workers[0] not in current:
-                break
-            await asyncio.sleep(0.05)
-        assert len(_children(proc.pid)) == 2 and workers[0] not in _children(proc.pid)
+        await eventually(  # replaced (the supervisor backs off about half a second)
+            lambda: _children(proc.pid),
+            until=lambda current: len(current) == 2 and workers[0] not in current,
+            interval=0.05,
+            what=f"worker {workers[0]} replaced",
+        )
         statuses = [await _call(url) for _ in range(20)]
         assert statuses == [200] * 20
     finally:

@@ -354,7 +354,7 @@ async def test_close_waits_for_calls_in_flight() -> None:
     closing = asyncio.create_task(sb.close())
     # close() has let go of the isolate (the LRU is empty) and waits for the call: whatever it
     # would close under a running call, it has closed by now.
-    await eventually(lambda: "isolates=0/" in repr(sb), what="close() has dropped the isolate")
+    await eventually(lambda: sb.isolates == 0, what="close() has dropped the isolate")
     assert not closing.done() and sb.isolates_closed == 0  # never closed under a running call
     gate.set()
     assert await call == "slow"

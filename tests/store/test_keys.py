@@ -322,7 +322,10 @@ async def test_update_of_a_revoked_key_keeps_it_revoked(conn: asyncpg.Connection
         ({"agency_id": ""}, "agency_id: '' is not a UUID"),
         ({"created_by": "me"}, "created_by: 'me' is not a UUID"),
         ({"name": "   "}, "name: must not be empty"),
-        ({"scopes": ["read all"]}, "scopes: 'read all' is not a scope (no spaces, not empty)"),
+        (
+            {"scopes": ["read all"]},
+            "scopes: 'read all' is not a scope (no spaces or control characters, not empty)",
+        ),
         ({"scopes": "read"}, "scopes: expected a list of strings, got a single string"),
         (
             {"allowed_ips": ["10.0.0.0/33"]},

@@ -1,5 +1,5 @@
-"""The Forwarder on its own: from who is calling (a request context) and where to, the exact
-request head an upstream receives, and the CORS ownership it is built with."""
+"""The Forwarder on its own: from who is calling (a principal of a module) and where to, the
+exact request head an upstream receives, and the CORS ownership it is built with."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from proxy.auth.client_address import ClientAddressResolver
 from proxy.auth.principal import Principal
 from proxy.auth.scopes import Grants
 from proxy.request_context import RequestContext
-from proxy.routing.model import ModuleSpec, RouteSpec
-from proxy.routing.table import UpstreamTarget, compile_module
+from proxy.routing.table import UpstreamTarget
 from proxy.upstream.forwarder import Forwarder
 from proxy.upstream.pool import UpstreamPool
 from tests.support.raw_upstream import RawUpstream, response
@@ -49,19 +48,18 @@ def _request(headers: list[tuple[str, str]], *, peer: str = "192.0.2.7") -> web.
     )
 
 
-def _context(credential_header: str = "Authorization") -> RequestContext:
-    ctx = RequestContext("rid-1", started=0.0)
-    ctx.table = compile_module(
-        ModuleSpec(id=MODULE_ID, name="crm", routes=(RouteSpec(path="/items/:id", method="GET"),))
-    )
-    ctx.principal = Principal(
+def _caller(credential_header: str = "Authorization") -> Principal:
+    return Principal(
         "jwt",
         Grants(["read:items", "write:items"]),
         site_id=SITE_ID,
         user_id="user-9",
         credential_header=credential_header,
     )
-    return ctx
+
+
+def _context() -> RequestContext:
+    return RequestContext("rid-1", started=0.0)
 
 
 def _forwarder(pool: UpstreamPool, *, gateway_cors: bool = False) -> Forwarder:
@@ -86,7 +84,13 @@ async def test_the_head_an_upstream_receives(raw_upstreams: StartUpstream, pool:
     )
     target = UpstreamTarget(up.url + "/base", keep_path=True)
     answer = await _forwarder(pool).forward(
-        request, _context(), target, "/base/items/7?q=1", forward_credentials=False
+        request,
+        _context(),
+        target,
+        "/base/items/7?q=1",
+        caller=_caller(),
+        module_id=MODULE_ID,
+        forward_credentials=False,
     )
     assert (answer.status, answer.body) == (200, b"ok")  # type: ignore[attr-defined]
     # The caller's credential, its identity claims and its address claims (the peer is no
@@ -113,7 +117,15 @@ async def test_a_trusted_proxys_chain_is_continued(raw_upstreams: StartUpstream,
         [("X-Forwarded-For", "203.0.113.1"), ("Forwarded", "for=203.0.113.1")], peer="10.1.2.3"
     )
     target = UpstreamTarget(up.url, keep_path=True)
-    await _forwarder(pool).forward(request, _context(), target, "/", forward_credentials=False)
+    await _forwarder(pool).forward(
+        request,
+        _context(),
+        target,
+        "/",
+        caller=_caller(),
+        module_id=MODULE_ID,
+        forward_credentials=False,
+    )
     (seen,) = up.requests
     assert seen.header("X-Forwarded-For") == ["203.0.113.1, 10.1.2.3"]
     assert seen.header("Forwarded") == ["for=203.0.113.1"]
@@ -129,7 +141,13 @@ async def test_credentials_cross_only_where_the_route_forwards_them(
     for forward_credentials in (False, True):
         request = _request([(credential, "the-credential")])
         await forwarder.forward(
-            request, _context(credential), target, "/", forward_credentials=forward_credentials
+            request,
+            _context(),
+            target,
+            "/",
+            caller=_caller(credential),
+            module_id=MODULE_ID,
+            forward_credentials=forward_credentials,
         )
     kept_out, forwarded = up.requests
     assert kept_out.header(credential) == []
@@ -143,7 +161,13 @@ async def test_an_upstream_url_with_credentials_replaces_the_callers_authorizati
     target = UpstreamTarget(f"http://svc:pw@127.0.0.1:{up.port}", keep_path=True)
     request = _request([("Authorization", "Basic Y2xpZW50OmNsaWVudA==")])
     await _forwarder(pool).forward(
-        request, _context("X-API-Key"), target, "/", forward_credentials=True
+        request,
+        _context(),
+        target,
+        "/",
+        caller=_caller("X-API-Key"),
+        module_id=MODULE_ID,
+        forward_credentials=True,
     )
     (seen,) = up.requests
     assert seen.header("Authorization") == ["Basic c3ZjOnB3"]  # svc:pw
@@ -160,7 +184,13 @@ async def test_cors_headers_are_the_gateways_when_it_owns_them(
         ctx.response_headers["Vary"] = "Origin"
     target = UpstreamTarget(up.url, keep_path=True)
     answer = await _forwarder(pool, gateway_cors=gateway_cors).forward(
-        _request([]), ctx, target, "/", forward_credentials=False
+        _request([]),
+        ctx,
+        target,
+        "/",
+        caller=_caller(),
+        module_id=MODULE_ID,
+        forward_credentials=False,
     )
     assert answer.headers["X-Request-ID"] == "rid-1"
     if gateway_cors:
