@@ -4,7 +4,7 @@ happens before, around and instead of a request.
 Strategy: aiohttp's `RequestHandler` parses (llhttp), queues parsed messages and hands them to
 the pipeline one at a time, in order; a head llhttp refuses is queued as an error message
 (`_ErrInfo`) that aiohttp answers through `handle_error`. `ClientConnection` keeps all of that
-and changes three things:
+and changes four things:
 - `handle_error` answers in the error shape: HTTP/1.1, a fresh X-Request-ID, Connection: close,
   counted in modgate_requests_total (module "unknown", route "unmatched", method "OTHER") and
   logged once at INFO with a fixed text, never the request's bytes, never a traceback.
@@ -15,6 +15,10 @@ and changes three things:
 - while a request body is incomplete, a silence longer than client_body_timeout_seconds fails
   the body's reads with RequestTimeout (the pipeline answers 408) and the connection closes
   after that answer. Time the gateway itself is not reading (flow control) does not count.
+- an error answer after which the gateway closes the connection itself is followed by a
+  lingering close (proxy/server/lingering.py): a client still sending reads the answer and a
+  clean end, not a reset. A request body such an answer left unread (a 413 before the body) is
+  drained by aiohttp instead (its lingering_time), and closed as before.
 Timers are one handle each, re-armed when they fire early (as aiohttp's keep-alive timer is), so
 a chunk of body costs a clock read, not a cancelled and a new timer.
 
@@ -64,6 +68,7 @@ from proxy.http.responses import error_response
 from proxy.observability import metrics
 from proxy.observability.observer import RequestObserver
 from proxy.request_context import RequestContext
+from proxy.server.lingering import LingeringClose
 
 if TYPE_CHECKING:
     from proxy.settings import Settings
@@ -159,7 +164,7 @@ class ClientConnection(RequestHandler):
 
     __slots__ = (
         "_body", "_body_seen", "_body_timer", "_head_partial", "_head_timer", "_limits",
-        "_observer",
+        "_lingering", "_observer",
     )  # fmt: skip
 
     def __init__(self, manager: EdgeServer, **kwargs: Any) -> None:
@@ -171,6 +176,7 @@ class ClientConnection(RequestHandler):
         self._body: StreamReader | None = None  # the body being received, until its end
         self._body_seen = 0.0  # when its last bytes arrived
         self._body_timer: asyncio.TimerHandle | None = None
+        self._lingering: LingeringClose | None = None  # after a closing error answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -191,9 +197,20 @@ class ClientConnection(RequestHandler):
                 timer.cancel()
         self._head_timer = self._body_timer = None
         self._body = None
+        if self._lingering is not None:
+            self._lingering.end()
         super().connection_lost(exc)
 
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        if self._lingering is not None:
+            self._lingering.end()  # a lingering answer is not a request to wait for
+        await super().shutdown(timeout)
+
     def data_received(self, data: bytes) -> None:
+        lingering = self._lingering
+        if lingering is not None:
+            lingering.discard(data)
+            return
         if self._close or self._force_close:
             return
         messages = self._messages
@@ -249,12 +266,37 @@ class ClientConnection(RequestHandler):
         # data_received; only then is there anything to check afterwards.
         if self._upgraded:
             return self._finish_after_upgrade(request, resp, start_time)
+        if _closes_after_error(resp):
+            return self._finish_and_linger(request, resp, start_time)
         return super().finish_response(request, resp, start_time)
+
+    async def _finish_and_linger(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """Write the answer, then linger until the client is done sending (bounded), close."""
+        resp, reset = await super().finish_response(request, resp, start_time)
+        transport = self.transport
+        if reset or transport is None or self._force_close or not request.content.is_eof():
+            return resp, reset
+        # Nothing more is parsed; what comes is read (flow control let go) and dropped.
+        self._close = True
+        self._reading_paused = self._buffer_paused = False
+        self._resume_transport_reading()
+        self._lingering = LingeringClose(self._loop, transport)
+        try:
+            await self._lingering.wait()
+        finally:
+            self._lingering = None
+            self.force_close()
+        return resp, reset
 
     async def _finish_after_upgrade(
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
-        result = await super().finish_response(request, resp, start_time)
+        if _closes_after_error(resp):
+            result = await self._finish_and_linger(request, resp, start_time)
+        else:
+            result = await super().finish_response(request, resp, start_time)
         self._refuse_unserved_versions(0)
         return result
 
@@ -350,6 +392,12 @@ class ClientConnection(RequestHandler):
             ctx = RequestContext(request_id, time.perf_counter())
             self._observer.observe(request, response, ctx, err.message)
         return response
+
+
+def _closes_after_error(resp: web.StreamResponse) -> bool:
+    """An error answer the gateway closes the connection after: forced before it is prepared
+    (a client's own Connection: close is only known once it is)."""
+    return resp.keep_alive is False and resp.status >= 400
 
 
 def _peer(peername: object) -> str:

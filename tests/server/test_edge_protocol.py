@@ -20,6 +20,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import REGISTRY
 
+from proxy.server import lingering
 from proxy.server.app import build_public_server, public_pipeline
 from proxy.server.protocol import ClientLimits
 from proxy.settings import load_settings
@@ -339,6 +340,130 @@ async def test_slow_but_steady_body_is_not_cut(
     assert response.status == 200, response.body
     assert seen.requests[-1]["body_bytes"] == 8
     await client.close()
+
+
+# -- lingering close --------------------------------------------------------------------------
+
+
+async def keep_sending(writer: asyncio.StreamWriter, until: asyncio.Future[Any]) -> int:
+    """Write a byte every turn of the loop until `until` is done: whatever the gateway does
+    after deciding to answer, some of these bytes reach it after that decision. Returns how many
+    were written (capped well under any header limit)."""
+    sent = 0
+    while not until.done() and sent < 4000:
+        writer.write(b"X")
+        sent += 1
+        await asyncio.sleep(0)
+    return sent
+
+
+async def test_slow_head_still_sending_reads_its_408_and_a_clean_close(serve: Serve) -> None:
+    # The reset seen under load, made certain: bytes keep arriving right after the gateway
+    # decided to answer. Closed at once, its socket would hold unread bytes and reset the
+    # connection (the client reads ConnectionResetError, not the end of the 408); lingering, it
+    # half-closes after the answer and drops what still comes.
+    port = await serve(client_header_timeout_seconds=0.3)
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/modules/crm/hello HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+        await asyncio.sleep(0.27)  # the gateway's clock started later: its timeout is ahead
+        reading = asyncio.ensure_future(until_closed(reader, timeout=3))
+        sent = await keep_sending(writer, reading)
+        raw = await reading
+        writer.close()
+        assert sent < 4000  # answered while the bytes were still coming
+        assert raw.startswith(b"HTTP/1.1 408 "), raw[:80]
+        assert_error(await parse(raw), 408, "request_timeout")
+
+
+BURST = 200 * 1024  # what the client below sends after its head, before it reads
+# Each refused before the burst: the answer comes, and the client is still sending.
+LATE_REFUSALS = {
+    "bad request line": (b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, {}),
+    "huge header": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431,
+                    {}),
+    # The burst is its body: the 505 is answered with that body unread.
+    "HTTP/2.0 request": (b"POST /api/modules/crm/upload HTTP/2.0\r\nHost: x\r\n"
+                         b"Content-Length: %d\r\n\r\n" % BURST, 505, {}),
+    # aiohttp drains a body the answer left unread (its own lingering), then closes: passes
+    # without the gateway's lingering too, and must keep passing with it.
+    "413 before the body": (upload_head(BURST), 413, {"max_body_bytes": 1024}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("head", "status", "settings"), LATE_REFUSALS.values(),
+                         ids=LATE_REFUSALS.keys())  # fmt: skip
+async def test_client_that_sends_everything_before_reading_still_gets_the_answer(
+    serve: Serve, head: bytes, status: int, settings: dict[str, object]
+) -> None:
+    # A client that writes its whole request (an upload, say) and only then reads: a gateway
+    # closing at once resets the connection under it, and the answer it had received is lost
+    # (asyncio's reader raises the reset first). Lingering, the answer and a clean end arrive.
+    port = await serve(**settings)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    for _ in range(BURST // 1024):  # a turn of the loop each: the gateway answers meanwhile
+        writer.write(b"x" * 1024)
+        await writer.drain()
+        await asyncio.sleep(0)
+    raw = await until_closed(reader)
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 %d " % status), raw[:80]
+    response = await parse(raw)
+    assert_error(response, status)
+    assert response.header("Connection") == ["close"]
+
+
+async def closed_by_the_gateway(open_before: float, timeout: float = 3.0) -> float:
+    """Seconds until the gateway's count of open connections is back to `open_before`."""
+    started = time.monotonic()
+    async with asyncio.timeout(timeout):
+        while sample("modgate_client_connections") > open_before:
+            await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+LINGERERS = {
+    # client after its answer: (what it sends every 10 ms, whether it closes), when it is closed
+    "closes": (b"", True, (0.0, 0.2)),
+    "silent": (b"", False, (0.25, 0.6)),  # LINGER_IDLE_SECONDS
+    "never stops": (b"x", False, (0.9, 1.6)),  # LINGER_SECONDS
+    "floods": (b"x" * 16384, False, (0.0, 0.5)),  # LINGER_MAX_BYTES
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("chunk", "closes", "bounds"), LINGERERS.values(), ids=LINGERERS.keys())
+async def test_lingering_is_bounded(
+    serve: Serve,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk: bytes,
+    closes: bool,
+    bounds: tuple[float, float],
+) -> None:
+    monkeypatch.setattr(lingering, "LINGER_SECONDS", 1.0)
+    monkeypatch.setattr(lingering, "LINGER_IDLE_SECONDS", 0.3)
+    monkeypatch.setattr(lingering, "LINGER_MAX_BYTES", 64 * 1024)
+    port = await serve()
+    open_before = sample("modgate_client_connections")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n")
+    raw = await until_closed(reader)  # the answer, then the gateway's half-close
+    assert_error(await parse(raw), 400)
+    assert sample("modgate_client_connections") == open_before + 1  # still under the cap
+    if closes:
+        writer.close()
+
+    async def send() -> None:
+        while chunk:
+            writer.write(chunk)
+            await asyncio.sleep(0.01)
+
+    sending = asyncio.create_task(send())
+    elapsed = await closed_by_the_gateway(open_before)
+    sending.cancel()
+    writer.close()
+    low, high = bounds
+    assert low <= elapsed < high, elapsed
 
 
 # -- keep-alive --------------------------------------------------------------------------------
