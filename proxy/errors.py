@@ -8,6 +8,7 @@
     └── GatewayError                anything that becomes a response to a client (status + code)
         ├── BadRequest              400 bad_request
         │   ├── BadFraming          400 bad_request, and the connection is closed
+        │   ├── ValidationFailed    400 validation_failed, with `details` (messages naming fields)
         │   └── RequestTimeout      408 request_timeout (a client too slow with its head or body)
         ├── Unauthorized            401 unauthorized (missing or invalid credentials)
         ├── Forbidden               403 forbidden (valid credentials, not allowed here)
@@ -23,7 +24,8 @@
         ├── UnsupportedTransferEncoding 501 unsupported_transfer_encoding
         ├── UpstreamUnavailable     502 upstream_unavailable
         ├── ServiceUnavailable      503 service_unavailable
-        │   └── TooManyConnections  503 too_many_connections (the worker's connection cap)
+        │   ├── TooManyConnections  503 too_many_connections (the worker's connection cap)
+        │   └── DatabaseRequired    503 database_required (entity routes without a handler pool)
         ├── UpstreamTimeout         504 upstream_timeout
         ├── HttpVersionNotSupported 505 http_version_not_supported (anything but HTTP/1.0, 1.1)
         └── ExecutorError           what the handler pool answers; the gateway passes it on
@@ -81,6 +83,8 @@ class GatewayError(ModgateError):
     # The client's connection cannot be trusted to carry another request (its framing is in
     # doubt): answered with Connection: close.
     closes_connection: bool = False
+    # Messages naming what was wrong (ValidationFailed), answered as the shape's `details`.
+    details: list[str] | None = None
 
     def __init__(self, message: str | None = None) -> None:
         self.message = self.default_message if message is None else message
@@ -101,6 +105,18 @@ class BadFraming(BadRequest):
     """A message whose framing the gateway refuses to re-frame; the connection is closed."""
 
     closes_connection = True
+
+
+class ValidationFailed(BadRequest):
+    """Input that breaks an entity's rules (a query parameter, a field's type, a required
+    field): every problem found, each naming its parameter or field, in `details`."""
+
+    code = "validation_failed"
+    default_message = "Validation failed"
+
+    def __init__(self, details: Iterable[str], message: str | None = None) -> None:
+        super().__init__(message)
+        self.details = list(details)
 
 
 class RequestTimeout(BadRequest):
@@ -244,6 +260,17 @@ class TooManyConnections(ServiceUnavailable):
     closes_connection = True
 
 
+class DatabaseRequired(ServiceUnavailable):
+    """An entity route on a gateway with no handler pool (executor_url unset, as in the
+    embedded default): its rows live in Postgres, which only the pool reaches."""
+
+    code = "database_required"
+    default_message = (
+        "This endpoint serves rows from Postgres through the handler pool, which this gateway "
+        "is not given (executor_url)"
+    )
+
+
 class UpstreamTimeout(GatewayError):
     status = 504
     code = "upstream_timeout"
@@ -331,7 +358,10 @@ class ExecutorUnauthorized(ExecutorError):
 class RelayedExecutorError(ExecutorError):
     """The pool's error as the gateway received it: its status, code and message, passed on."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: list[str] | None = None
+    ) -> None:
         self.status = status
         self.code = code
+        self.details = details
         super().__init__(message)

@@ -43,6 +43,7 @@ async def test_migrate_apply_serve_and_reapply(blank_database: str, tmp_path: Pa
             "applied 0001_initial",
             "applied 0002_forward_credentials",
             "applied 0003_encoded_slashes",
+            "applied 0004_entities",
         ],
     )
     code, out = await run_cli("migrate", env=env, cwd=cwd)

@@ -107,7 +107,9 @@ def cmd_routes_check(args: argparse.Namespace) -> int:
     # A manifest for the embedded mode may route to `{listen}`; any address checks it.
     manifest = _checked_manifest(args.file, listen=str(DEFAULTS["listen"]))
     routes = sum(len(m.routes) for m in manifest.modules)
-    print(f"{args.file}: {len(manifest.modules)} modules, {routes} routes, no conflicts")
+    entities = sum(len(m.entities) for m in manifest.modules)
+    listed = f", {entities} entities" if entities else ""
+    print(f"{args.file}: {len(manifest.modules)} modules, {routes} routes{listed}, no conflicts")
     return 0
 
 
@@ -116,8 +118,12 @@ def cmd_routes_apply(args: argparse.Namespace) -> int:
     from proxy.store.routes import apply_manifest
 
     dsn = required_database_url(settings_from_args(args, "database_url"))
+    with_entities = {m.id for m in manifest.modules if m.entities}
     for r in run_on_connection(dsn, lambda conn: apply_manifest(conn, manifest)):
-        print(f"module {r.module_id}: {r.upserted} routes upserted, {r.deactivated} deactivated")
+        line = f"module {r.module_id}: {r.upserted} routes upserted, {r.deactivated} deactivated"
+        if r.module_id in with_entities or r.entities_removed:
+            line += f", {r.entities_upserted} entities upserted, {r.entities_removed} removed"
+        print(line)
     return 0
 
 
@@ -164,10 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     routes_sub = routes.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
     apply = routes_sub.add_parser(
         "apply",
-        help="upsert a manifest's routes into Postgres",
-        description="Upsert every module's routes from the manifest in one transaction; a "
-        "module's routes missing from the manifest are deactivated. Gateways pick the change "
-        "up through NOTIFY.",
+        help="upsert a manifest's routes and entities into Postgres",
+        description="Upsert every module's routes and entities from the manifest in one "
+        "transaction; a module's routes missing from the manifest are deactivated, its entities "
+        "missing from it removed. Each entity's table and fields are checked against the "
+        "database first. Gateways pick the change up through NOTIFY.",
     )
     apply.add_argument("-f", "--file", required=True, metavar="FILE", help="manifest YAML")
     add_settings_args(apply, "database_url")

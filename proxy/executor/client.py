@@ -192,7 +192,10 @@ def _relayed_error(status: int, answer: bytes) -> RelayedExecutorError | None:
     message, code = body.get("error"), body.get("code")
     if not isinstance(message, str) or not isinstance(code, str):
         return None
-    return RelayedExecutorError(status, code, message)
+    details = body.get("details")  # validation_failed's messages naming the fields
+    if not (isinstance(details, list) and all(isinstance(d, str) for d in details)):
+        details = None
+    return RelayedExecutorError(status, code, message, details)
 
 
 def visible_headers(headers: Any) -> dict[str, str]:

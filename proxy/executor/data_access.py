@@ -59,7 +59,7 @@ MAX_IN_VALUES = 1000
 MAX_FILTERS = 100
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_PHYSICAL_PREFIX = re.compile(r"\bmod_[a-z0-9]{1,8}_")
+PHYSICAL_PREFIX = re.compile(r"\bmod_[a-z0-9]{1,8}_")
 _COMPARISONS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _PATTERNS = {"like": "LIKE", "ilike": "ILIKE"}
 _ACTIONS = ("select", "insert", "update", "delete")
@@ -100,7 +100,7 @@ def physical_table(module_id: str, table: object) -> str:
     prefix = module_id.replace("-", "").lower()[:8]
     if not re.fullmatch(r"[a-z0-9]{1,8}", prefix):
         raise QueryRefused("invalid_identifier", "module id cannot name tables")
-    name = _identifier(table, "table")
+    name = checked_identifier(table, "table")
     physical = f"mod_{prefix}_{name}"
     if len(physical) > 63:  # Postgres would truncate it silently
         raise QueryRefused("invalid_identifier", "table name too long")
@@ -110,11 +110,11 @@ def physical_table(module_id: str, table: object) -> str:
 def build_statement(spec: Mapping[str, Any], *, module_id: str, site_id: str) -> Statement:
     """The parameterized SQL for one spec; pure (no I/O), raises QueryRefused."""
     action, filters = _checked_shape(spec)
-    logical = _identifier(spec.get("table"), "table")
-    b = _Builder(physical_table(module_id, logical), _quote(logical))
+    logical = checked_identifier(spec.get("table"), "table")
+    b = StatementBuilder(physical_table(module_id, logical), quote_identifier(logical))
     columns = "*" if action == "select" and spec.get("columns") is None else spec.get("columns")
     returning = "" if columns is None else b.select_list(columns)
-    single, table = spec.get("single"), f"{_quote(b.physical)} AS {b.alias}"
+    single, table = spec.get("single"), f"{quote_identifier(b.physical)} AS {b.alias}"
     if action == "insert":
         rows = _insert_rows(spec.get("values"))
         if not rows:  # nothing to insert: answered without a query
@@ -199,22 +199,25 @@ def _postgres_error(exc: Exception, code: str, spec: Mapping[str, Any]) -> dict[
         return {"message": f"relation {spec.get('table')} does not exist", "code": code}
     if code.startswith(_SHOWN_CLASSES) or code in _SHOWN_CODES:
         message = str(getattr(exc, "message", "") or "database error")
-        return {"message": _PHYSICAL_PREFIX.sub("", message), "code": code}
+        return {"message": PHYSICAL_PREFIX.sub("", message), "code": code}
     return {"message": "database error", "code": code or "database_error"}
 
 
-def _identifier(name: object, what: str) -> str:
+def checked_identifier(name: object, what: str) -> str:
+    """`name` when it is an identifier `^[a-z_][a-z0-9_]{0,62}$`, or QueryRefused."""
     if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise QueryRefused("invalid_identifier", f"invalid {what} name: {str(name)[:64]!r}")
     return name
 
 
-def _quote(name: str) -> str:
+def quote_identifier(name: str) -> str:
+    """A double-quoted identifier (a checked one: quoting is the second line of defence)."""
     return '"' + name.replace('"', '""') + '"'
 
 
-class _Builder:
-    """Accumulates the bind parameters of one statement while its clauses are written."""
+class StatementBuilder:
+    """Accumulates the bind parameters of one statement while its clauses are written (also
+    the entity statements' builder, executor/entities/sql.py)."""
 
     __slots__ = ("alias", "args", "physical")
 
@@ -227,13 +230,13 @@ class _Builder:
         return f"${len(self.args)}"
 
     def column(self, name: object) -> str:
-        return f"{self.alias}.{_quote(_identifier(name, 'column'))}"
+        return f"{self.alias}.{quote_identifier(checked_identifier(name, 'column'))}"
 
     def typed(self, record: Any, *, many: bool = False) -> str:
         """A FROM item turning JSON (a bind parameter) into rows of the table's own type."""
         fn = "jsonb_populate_recordset" if many else "jsonb_populate_record"
         json = self.param(orjson.dumps(record).decode())
-        return f"{fn}(NULL::{_quote(self.physical)}, {json}::text::jsonb) AS {self.alias}"
+        return f"{fn}(NULL::{quote_identifier(self.physical)}, {json}::text::jsonb) AS {self.alias}"
 
     def select_list(self, columns: object) -> str:
         if not isinstance(columns, str):
@@ -288,7 +291,7 @@ class _Builder:
     def insert_rows(self, rows: list[dict[str, Any]], site_id: str) -> str:
         names = [n for n in dict.fromkeys(k for r in rows for k in r) if n != "site_id"]
         names.append("site_id")  # stamped below, whatever the handler sent
-        targets = ", ".join(_quote(_identifier(n, "column")) for n in names)
+        targets = ", ".join(quote_identifier(checked_identifier(n, "column")) for n in names)
         stamped = [{**row, "site_id": site_id} for row in rows]
         sources = ", ".join(self.column(n) for n in names)
         return f"({targets}) SELECT {sources} FROM {self.typed(stamped, many=True)}"
@@ -299,7 +302,7 @@ class _Builder:
         changes = {k: v for k, v in values.items() if k != "site_id"}  # a row never changes site
         if not changes:
             raise QueryRefused("invalid_query", "update has no columns to change")
-        targets = ", ".join(_quote(_identifier(n, "column")) for n in changes)
+        targets = ", ".join(quote_identifier(checked_identifier(n, "column")) for n in changes)
         sources = ", ".join(self.column(n) for n in changes)
         return f"({targets}) = (SELECT {sources} FROM {self.typed(changes)})"
 

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from proxy.errors import (
     BadRequest,
+    DatabaseRequired,
     ExecutorTokenRefused,
     GatewayError,
     HandlerFailed,
@@ -46,6 +47,7 @@ from proxy.executor.admission import Admission
 from proxy.executor.client import TOKEN_HEADER
 from proxy.executor.data_access import execute_query
 from proxy.executor.db_client_js import DB_CLIENT_JS
+from proxy.executor.entities import Answer, run_entity_call
 from proxy.executor.sandbox import HandlerError, Sandbox
 from proxy.http.metrics_endpoint import metrics_text
 from proxy.http.request_id import request_id_for
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("modgate.executor")
 
 _REQUIRED = ("module_id", "handler_key", "code")
+_REQUIRED_ENTITY = ("module_id", "entity", "operation")  # kind "entity" (executor/entities/)
 _CALLS = metrics.BoundLabels(metrics.EXECUTOR_CALLS)  # by outcome; every handler call counts
 _DB_UNAVAILABLE = orjson.dumps(
     {"data": None, "error": {"message": "database unavailable", "code": "db_unavailable"}}
@@ -123,6 +126,8 @@ class Executor:
             raise
         metrics.EXECUTOR_IN_PROGRESS.inc()
         try:
+            if payload.get("kind") == "entity":
+                return await self._run_entity(payload, deadline)
             return await self._run(module_id, payload, deadline)
         finally:
             self.admission.release(slots)
@@ -157,6 +162,27 @@ class Executor:
             raise _failure(exc, payload) from exc
         _CALLS("ok").inc()
         return result
+
+    async def _run_entity(self, payload: dict[str, Any], deadline: float) -> Answer:
+        """A generated REST route's call: one statement through the data layer, no isolate."""
+        if self.pool is None:
+            _CALLS("invalid").inc()
+            raise DatabaseRequired(
+                "Entity routes need the handler pool's database (database_url), which is unset"
+            )
+        try:
+            async with asyncio.timeout_at(deadline):
+                answer = await run_entity_call(
+                    self.pool, payload, timeout=self.settings.database_timeout
+                )
+        except TimeoutError:
+            _CALLS("timeout").inc()
+            raise HandlerTimeout() from None
+        except GatewayError as err:
+            _CALLS("invalid" if err.status < 500 else "entity_failed").inc()
+            raise
+        _CALLS("ok").inc()
+        return answer
 
     async def _db_call(self, module_id: str, site_id: str | None, spec_json: str) -> str:
         if self.pool is None:
@@ -202,10 +228,15 @@ def _call_of(body: bytes) -> dict[str, Any]:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         payload = None
-    if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
+    required = _REQUIRED_ENTITY if _is_entity(payload) else _REQUIRED
+    if not isinstance(payload, dict) or any(k not in payload for k in required):
         _CALLS("invalid").inc()
         raise BadRequest("Malformed execute request")
     return payload
+
+
+def _is_entity(payload: object) -> bool:
+    return isinstance(payload, dict) and payload.get("kind") == "entity"
 
 
 EXECUTOR = web.AppKey("executor", Executor)
@@ -249,6 +280,12 @@ def build_executor_app(executor: Executor) -> web.Application:
             result = await executor.execute(_call_of(await request.read()))
         except GatewayError as err:
             return error_response(err, request_id)
+        if isinstance(result, Answer):  # an entity call: Postgres rendered the JSON
+            return web.Response(
+                status=result.status,
+                body=result.body,
+                headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+            )
         return web.Response(
             body=orjson.dumps(result, default=str),
             headers={"Content-Type": "application/json", "X-Request-ID": request_id},

@@ -178,7 +178,8 @@ EXECUTOR_CALLS = Counter(
     "modgate_executor_calls_total",
     "Handler calls in the executor by outcome: ok, thrown, timeout, memory, syntax, bad_result,\n"
     "crashed, rejected (worker busy: queue full or deadline while waiting), module_busy (the\n"
-    "module at executor_module_concurrency, likewise), invalid (bad request), unauthorized.",
+    "module at executor_module_concurrency, likewise), invalid (bad request), unauthorized,\n"
+    "entity_failed (an entity call answered 5xx; its 4xx count as invalid).",
     ["outcome"],
 )
 EXECUTOR_DURATION = Histogram(

@@ -6,6 +6,7 @@
         upstream: http://crm:8000
         routes:
           - {path: /contacts/:id, method: GET, handler_type: proxy}
+        entities: [...]         # REST CRUD over the module's tables (entities_manifest.py)
     api_keys: [...]             # embedded mode only (module_api_keys rows)
 
 `modgate routes apply -f FILE` writes it to Postgres; the embedded default serves it directly.
@@ -30,11 +31,12 @@ from yarl import URL
 from proxy.auth.key_fields import InvalidKeyField, canonical_uuid, parse_scope
 from proxy.errors import ManifestError
 from proxy.interning import interned
+from proxy.routing.entities_manifest import parse_entities
 from proxy.routing.model import ENCODED_SLASHES, HANDLER_TYPES, METHODS, ModuleSpec, RouteSpec
 from proxy.yaml_text import InvalidYaml, parse_yaml
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_MODULE_KEYS = frozenset({"id", "name", "upstream", "routes"})
+_MODULE_KEYS = frozenset({"id", "name", "upstream", "routes", "entities"})
 _TOP_KEYS = frozenset({"modules", "api_keys"})
 LISTEN_PLACEHOLDER = "{listen}"
 
@@ -125,7 +127,8 @@ def _parse_module(raw: object, source: str, where: str, listen: str | None) -> M
         _parse_route(r, source, f"{where}.routes[{j}]", upstream, listen)
         for j, r in enumerate(routes_raw)
     )
-    return ModuleSpec(id=module_id, name=name, upstream=upstream, routes=routes)
+    entities = parse_entities(raw.get("entities"), source, f"{where}.entities")
+    return ModuleSpec(id=module_id, name=name, upstream=upstream, routes=routes, entities=entities)
 
 
 def _parse_route(

@@ -6,8 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.routing.entities import EntityConfig
+
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 HANDLER_TYPES = ("function", "proxy", "static")
+# The handler type of the routes the compiler generates from a module's entities; never a
+# manifest's or a row's (module_api_routes' CHECK refuses it too).
+ENTITY_HANDLER = "entity"
 ENCODED_SLASHES = ("reject", "keep")
 
 
@@ -37,9 +42,11 @@ class RouteSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModuleSpec:
-    """A module: its id (a UUID), an optional URL alias, its default upstream and its routes."""
+    """A module: its id (a UUID), an optional URL alias, its default upstream, its routes and
+    its entities (compiled into more routes, `routing/entity_routes.py`)."""
 
     id: str
     name: str | None = None
     upstream: str | None = None
     routes: tuple[RouteSpec, ...] = field(default_factory=tuple)
+    entities: tuple[EntityConfig, ...] = ()

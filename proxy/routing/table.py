@@ -7,12 +7,17 @@ the upstream URL pieces) so the hot path only matches and reads attributes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from proxy.errors import BadRequest, RouteConflictError
+from proxy.routing.entities import EntityConfig
+from proxy.routing.entity_routes import BODY_OPERATIONS, check_no_clash, entity_routes
 from proxy.routing.matcher import WILDCARD_KEY, Match, PathMatcher, normalize_template
 from proxy.routing.model import ModuleSpec, RouteSpec
 
@@ -117,21 +122,57 @@ def _raw_rest(raw_path: str, rest_index: int) -> str:
     return parts[rest_index] if len(parts) > rest_index else ""
 
 
+_NO_POOL_CALL: Mapping[str, Any] = MappingProxyType({})
+
+
 class CompiledRoute:
-    """One route ready to serve: its spec, its template (for logs/metrics) and its target."""
+    """One route ready to serve: its spec, its template (for logs/metrics) and its target.
 
-    __slots__ = ("handler_key", "spec", "static", "target", "template")
+    A route the handler pool serves (function, entity) carries `pool_call`: the fields of its
+    pool payload that are the same for every call (the handler's key and code, or the entity's
+    JSON and the operation), so a request adds only its caller, params, query and body."""
 
-    def __init__(self, spec: RouteSpec, module_target: UpstreamTarget | None) -> None:
+    __slots__ = (
+        "entity", "handler_key", "operation", "pool_call", "reads_body", "spec", "static",
+        "target", "template",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        spec: RouteSpec,
+        module_target: UpstreamTarget | None,
+        *,
+        entity: EntityConfig | None = None,
+        operation: str | None = None,
+        entity_json: orjson.Fragment | None = None,
+    ) -> None:
         self.spec = spec
         self.template = normalize_template(spec.path)
         self.static: StaticBody | None = None
         self.target: UpstreamTarget | None = None
         self.handler_key: str | None = None
-        if spec.handler_type == "function":
+        self.pool_call: Mapping[str, Any] = _NO_POOL_CALL
+        # An entity route's entity and operation (list read create update delete).
+        self.entity = entity
+        self.operation = operation
+        self.reads_body = True
+        if entity is not None:
+            self.reads_body = operation in BODY_OPERATIONS
+            self.pool_call = {
+                "kind": "entity",
+                "route_id": spec.id,
+                "entity": entity_json or orjson.Fragment(orjson.dumps(entity.as_json())),
+                "operation": operation,
+            }
+        elif spec.handler_type == "function":
             # The pool caches compiled handlers by this key: a code change is a new key.
             digest = hashlib.sha256((spec.handler_code or "").encode()).hexdigest()[:16]
             self.handler_key = f"{spec.id or spec.method + ' ' + spec.path}:{digest}"
+            self.pool_call = {
+                "route_id": spec.id,
+                "handler_key": self.handler_key,
+                "code": spec.handler_code,
+            }
         elif spec.handler_type == "static":
             self.static = StaticBody.from_code(spec.handler_code or "")
         elif spec.handler_type == "proxy":
@@ -165,6 +206,17 @@ class ModuleTable:
             UpstreamTarget(spec.upstream.rstrip("/"), keep_path=True) if spec.upstream else None
         )
         routes = [CompiledRoute(r, upstream) for r in spec.routes]
+        for entity in spec.entities:
+            generated = list(entity_routes(entity))
+            check_no_clash(spec.routes, generated)
+            # One JSON text per entity, shared by its routes and sent as it is on every call.
+            entity_json = orjson.Fragment(orjson.dumps(entity.as_json()))
+            routes.extend(
+                CompiledRoute(
+                    g.spec, None, entity=entity, operation=g.operation, entity_json=entity_json
+                )
+                for g in generated
+            )
         # The template, not the path: the matcher then keeps the same string object.
         self.matcher: PathMatcher[CompiledRoute] = PathMatcher.build(
             (route.template, route.spec.method, route) for route in routes

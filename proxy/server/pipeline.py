@@ -27,6 +27,7 @@ from proxy.auth.cors import VARY, CorsPolicy, is_preflight
 from proxy.auth.principal import Principal
 from proxy.errors import (
     BadRequest,
+    DatabaseRequired,
     Forbidden,
     GatewayError,
     HandlerNotImplemented,
@@ -231,8 +232,8 @@ class Pipeline:
         table: ModuleTable,
         caller: Principal,
     ) -> web.StreamResponse:
-        """The answer: a static route's body, a function route's handler, or the upstream's;
-        `caller` is in `table`'s module, authorised and within its limits."""
+        """The answer: a static route's body, the handler pool's (function and entity routes),
+        or the upstream's; `caller` is in `table`'s module, authorised and within its limits."""
         route = match.payload
         static = route.static
         if static is not None:
@@ -240,7 +241,7 @@ class Pipeline:
             return web.Response(body=static.body, headers=ctx.response_headers)
         target = route.target
         if target is None:
-            return await self._call_handler(request, ctx, match, table, caller)
+            return await self._call_pool(request, ctx, match, table, caller)
         path = target.path_for(ctx.module_path, ctx.query, match.params)
         return await self.forwarder.forward(
             request,
@@ -252,7 +253,7 @@ class Pipeline:
             forward_credentials=route.spec.forward_credentials,
         )
 
-    async def _call_handler(
+    async def _call_pool(
         self,
         request: web.BaseRequest,
         ctx: RequestContext,
@@ -260,27 +261,41 @@ class Pipeline:
         table: ModuleTable,
         caller: Principal,
     ) -> web.StreamResponse:
-        """A function route: its handler runs in the pool, with the caller's context."""
+        """A function route (its handler) or an entity route (its operation on the module's
+        table): the pool runs it with the caller's context. The route's `pool_call` holds the
+        payload's fields that are the same on every call; the kind-specific parts follow."""
+        route = match.payload
+        entity = route.entity
         if self.executor is None:
+            if entity is not None:
+                raise DatabaseRequired()
             raise HandlerNotImplemented(
                 "Function handlers run in the handler pool, which this gateway is not given "
                 "(executor_url)"
             )
-        route = match.payload
-        payload = {
+        if entity is not None and caller.site_id is None:
+            # Every entity statement is bound to the caller's site; without one there is no
+            # row it may touch (a function route's ctx.db refuses such a caller too).
+            raise Forbidden("This endpoint needs credentials bound to a site")
+        payload: dict[str, Any] = {
             "module_id": table.id,
             "site_id": caller.site_id,
             "user_id": caller.user_id,
             "api_key_id": caller.api_key_id,
             "scopes": list(caller.grants.scopes),
-            "route_id": route.spec.id,
-            "handler_key": route.handler_key,
-            "code": route.spec.handler_code,
+            **route.pool_call,
             "params": match.params,
-            "query": dict(parse_qsl(ctx.query)),
-            "body": await self._json_body(request),
-            "headers": visible_headers(request.headers),
         }
+        if entity is None:
+            payload["query"] = dict(parse_qsl(ctx.query))
+            payload["body"] = await self._json_body(request)
+            payload["headers"] = visible_headers(request.headers)
+        else:
+            # In order, repeats and blanks kept: the pool's query grammar refuses what it does
+            # not know, so nothing may be dropped here.
+            payload["query"] = parse_qsl(ctx.query, keep_blank_values=True)
+            payload["body"] = await self._json_body(request) if route.reads_body else None
+            payload["method"] = request.method
         return await self.executor.call(payload, ctx)
 
     async def _json_body(self, request: web.BaseRequest) -> Any:

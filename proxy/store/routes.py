@@ -5,10 +5,11 @@ caller may have registered on its connection: UUIDs are selected as `::text` (ca
 lowercase), JSONB as `::text` and decoded with orjson, and JSON values are sent as text and
 cast in SQL. TEXT[] columns arrive as lists and become tuples.
 
-Strategy for writes: `apply_manifest` sends three statements whatever the manifest's size,
-each fed by `unnest` over parallel arrays, in one transaction. Upserts skip rows whose values
-already match (`... DO UPDATE ... WHERE (old) IS DISTINCT FROM (new)`), so re-applying an
-unchanged manifest writes nothing and wakes no gateway.
+Strategy for writes: `apply_manifest` sends the same few statements whatever the manifest's
+size (modules, routes, entities: proxy/store/entities.py, which also checks the entities'
+tables first), each fed by `unnest` over parallel arrays, in one transaction. Upserts skip
+rows whose values already match (`... DO UPDATE ... WHERE (old) IS DISTINCT FROM (new)`), so
+re-applying an unchanged manifest writes nothing and wakes no gateway.
 
 Nullable seed columns read as the seed's defaults when NULL (requires_auth true, no scopes,
 cache_ttl_seconds 0): a row the platform wrote by hand never loosens authentication.
@@ -30,6 +31,15 @@ from proxy.errors import ManifestError, StoreError
 from proxy.interning import interned
 from proxy.routing.manifest import Manifest
 from proxy.routing.model import ModuleSpec, RouteSpec
+from proxy.store.entities import (
+    DELETE_MISSING_ENTITIES,
+    SELECT_ALL_ENTITIES,
+    SELECT_SOME_ENTITIES,
+    UPSERT_ENTITIES,
+    check_entity_tables,
+    entities_from_rows,
+    entity_columns,
+)
 from proxy.store.migrate import CONNECTION_ERRORS
 
 _SERVED_COLUMNS = """
@@ -119,18 +129,21 @@ class ModuleApplyResult:
     """What `apply_manifest` changed for one module.
 
     `upserted` counts routes inserted, changed or reactivated (0 when they already matched);
-    `deactivated` counts active routes missing from the manifest, now inactive.
+    `deactivated` counts active routes missing from the manifest, now inactive;
+    `entities_upserted` and `entities_removed` count its entities written and deleted.
     """
 
     module_id: str
     upserted: int
     deactivated: int
+    entities_upserted: int = 0
+    entities_removed: int = 0
 
 
 async def load_modules(
     conn: Any, module_ids: Collection[str] | None = None, *, docs: bool = False
 ) -> list[ModuleSpec]:
-    """Active routes and modgate_modules rows as ModuleSpecs, ordered by module id.
+    """Active routes, entities and modgate_modules rows as ModuleSpecs, ordered by module id.
 
     With `module_ids`, only those modules; an id that has neither a modgate_modules row nor an
     active route yields no entry, which tells the caller to drop the module. The routes'
@@ -138,24 +151,25 @@ async def load_modules(
     """
     args: tuple[Any, ...] = ()
     columns = _SERVED_COLUMNS + _DOC_COLUMNS if docs else _SERVED_COLUMNS
-    where, module_sql = _ACTIVE, _SELECT_ALL_MODULES
+    where, module_sql, entity_sql = _ACTIVE, _SELECT_ALL_MODULES, SELECT_ALL_ENTITIES
     if module_ids is not None:
         wanted = _valid_uuids(module_ids)
         if not wanted:
             return []
         args = (wanted,)
-        where, module_sql = _ACTIVE + _SOME, _SELECT_SOME_MODULES
-    route_sql = "SELECT" + columns + where + _ROUTE_ORDER
+        where, module_sql, entity_sql = _ACTIVE + _SOME, _SELECT_SOME_MODULES, SELECT_SOME_ENTITIES
+    queries = ("SELECT" + columns + where + _ROUTE_ORDER, module_sql, entity_sql)
     try:
         if conn.is_in_transaction():
             # The caller's transaction decides isolation; asyncpg refuses a nested different one.
-            route_rows, module_rows = await _fetch_both(conn, route_sql, module_sql, args)
+            route_rows, module_rows, entity_rows = await _fetch_all(conn, queries, args)
         else:
-            # One snapshot for both queries, so a module is never half old, half new.
+            # One snapshot for every query, so a module is never half old, half new.
             async with conn.transaction(isolation="repeatable_read", readonly=True):
-                route_rows, module_rows = await _fetch_both(conn, route_sql, module_sql, args)
+                route_rows, module_rows, entity_rows = await _fetch_all(conn, queries, args)
     except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
         raise StoreError(f"cannot load routes from Postgres: {exc}") from exc
+    entities = entities_from_rows(entity_rows)
 
     routes: dict[str, list[RouteSpec]] = {}
     for row in route_rows:
@@ -166,28 +180,48 @@ async def load_modules(
     modules: list[ModuleSpec] = []
     for module_id in sorted(meta.keys() | routes.keys()):
         name, upstream = meta.get(module_id, (None, None))
-        module_routes = tuple(routes.get(module_id, ()))
-        modules.append(ModuleSpec(id=module_id, name=name, upstream=upstream, routes=module_routes))
+        modules.append(
+            ModuleSpec(
+                id=module_id,
+                name=name,
+                upstream=upstream,
+                routes=tuple(routes.get(module_id, ())),
+                entities=tuple(entities.get(module_id, ())),
+            )
+        )
     return modules
 
 
 async def apply_manifest(conn: Any, manifest: Manifest) -> list[ModuleApplyResult]:
-    """Write the manifest's modules and routes in one transaction (the seed's
-    registerModuleRoutes: upsert, deactivate what is missing); other modules are untouched."""
+    """Write the manifest's modules, routes and entities in one transaction (the seed's
+    registerModuleRoutes: upsert, deactivate what is missing; entities no longer listed are
+    deleted); other modules are untouched. ManifestError, before anything is written, when an
+    entity's table or fields are not in the database."""
     modules = manifest.modules
     if not modules:
         return []
     module_ids = [m.id for m in modules]
     names, upstreams = [m.name for m in modules], [m.upstream for m in modules]
     columns = _route_columns(modules)
+    entities = entity_columns(modules)
     try:
         async with conn.transaction():
+            await check_entity_tables(conn, modules)
             await conn.execute(_UPSERT_MODULES, module_ids, names, upstreams)
             upserted = Counter(row[0] for row in await conn.fetch(_UPSERT_ROUTES, *columns))
             deactivated = Counter(
                 row[0]
                 for row in await conn.fetch(
                     _DEACTIVATE_MISSING, module_ids, columns[0], columns[1], columns[2]
+                )
+            )
+            entities_upserted = Counter(
+                row[0] for row in await conn.fetch(UPSERT_ENTITIES, *entities)
+            )
+            entities_removed = Counter(
+                row[0]
+                for row in await conn.fetch(
+                    DELETE_MISSING_ENTITIES, module_ids, entities[0], entities[1]
                 )
             )
     except asyncpg.UniqueViolationError as exc:
@@ -202,15 +236,21 @@ async def apply_manifest(conn: Any, manifest: Manifest) -> list[ModuleApplyResul
         ) from exc
     except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
         raise StoreError(f"cannot apply the manifest: {exc}") from exc
-    return [ModuleApplyResult(i, upserted[i], deactivated[i]) for i in module_ids]
+    return [
+        ModuleApplyResult(i, upserted[i], deactivated[i], entities_upserted[i], entities_removed[i])
+        for i in module_ids
+    ]
 
 
-async def _fetch_both(
-    conn: Any, route_sql: str, module_sql: str, args: tuple[Any, ...]
-) -> tuple[list[Any], list[Any]]:
+async def _fetch_all(
+    conn: Any, queries: tuple[str, str, str], args: tuple[Any, ...]
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The rows of the route, module and entity queries, in that order."""
+    route_sql, module_sql, entity_sql = queries
     route_rows: list[Any] = await conn.fetch(route_sql, *args)
     module_rows: list[Any] = await conn.fetch(module_sql, *args)
-    return route_rows, module_rows
+    entity_rows: list[Any] = await conn.fetch(entity_sql, *args)
+    return route_rows, module_rows, entity_rows
 
 
 def _route_from_row(row: Any, docs: bool) -> RouteSpec:

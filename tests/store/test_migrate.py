@@ -164,7 +164,12 @@ async def listener(database: str, conn: asyncpg.Connection) -> AsyncIterator[Lis
 # -- migrate --------------------------------------------------------------------------------
 
 
-ALL_MIGRATIONS = ["0001_initial", "0002_forward_credentials", "0003_encoded_slashes"]
+ALL_MIGRATIONS = [
+    "0001_initial",
+    "0002_forward_credentials",
+    "0003_encoded_slashes",
+    "0004_entities",
+]
 
 
 async def test_blank_database_gets_every_migration_once(blank_database: str) -> None:
@@ -177,12 +182,14 @@ async def test_blank_database_gets_every_migration_once(blank_database: str) -> 
             (1, "0001_initial"),
             (2, "0002_forward_credentials"),
             (3, "0003_encoded_slashes"),
+            (4, "0004_entities"),
         ]
         assert {
             "module_api_keys",
             "module_api_routes",
             "module_api_logs",
             "modgate_modules",
+            "module_entities",
             "modgate_schema_migrations",
         } == await tables(conn)
     finally:
@@ -454,8 +461,11 @@ async def test_usage_bookkeeping_does_not_invalidate_keys(
     [
         "TRUNCATE module_api_routes, module_api_logs",
         "TRUNCATE module_api_keys CASCADE",
-        "TRUNCATE modgate_modules",
-        "TRUNCATE module_api_routes, module_api_keys, modgate_modules, module_api_logs",
+        # CASCADE: module_entities refers to modgate_modules (0004).
+        "TRUNCATE modgate_modules CASCADE",
+        "TRUNCATE module_entities",
+        "TRUNCATE module_api_routes, module_api_keys, modgate_modules, module_entities, "
+        "module_api_logs",
     ],
 )
 async def test_truncate_notifies_all(
