@@ -14,16 +14,22 @@ A list, as one statement (the page, whether there is a next one, the cursor's ke
     WITH "#page" AS (
       SELECT <visible columns>, row_number() OVER (ORDER BY <keys>) AS "#n",
              json_build_array(<sort>::text, <id>::text)::text AS "#key"
-      FROM <table> AS <alias> WHERE <site> AND <filters> AND <search> [AND <after the cursor>]
-      ORDER BY <keys> LIMIT <limit + 1> OFFSET <offset>)
-    SELECT <rows #n <= end as a JSON array>, (SELECT count(*) ... WHERE <site, filters, search>),
+      FROM <table> AS <alias> WHERE <site> AND <filters> AND <search>
+      ORDER BY <keys> LIMIT <limit + 1> OFFSET <offset>)          -- page N, no cursor
+    SELECT <rows #n <= end as a compact JSON array: array_to_json(array_agg(...))>,
+           (SELECT count(*) ... WHERE <site, filters, search>),
            <max(#n) > end: a next page exists>, <#key of row end: the next cursor's key>
     FROM "#page"
 
 Keys are `<sort> <dir>, id <dir>` with Postgres's NULL placement (NULLS LAST ascending, NULLS
 FIRST descending: NULL sorts as the largest value), so one btree index on
-(site_id, <sort>, id) serves both directions, and the keyset condition is a row comparison
-`(<sort>, id) > (v, i)` (`<` descending) plus the NULL rows' share of the order.
+(site_id, <sort>, id) serves both directions. A page after a cursor has no OFFSET: the rows
+after the cursor are one or two index ranges (`_after`), the non-NULL values past it,
+`(<sort>, id) > (v, i)` (`<` descending), and the NULL rows' share of the order. One range is
+the page's own WHERE; two are a `UNION ALL` of `(SELECT ... WHERE <site> AND ... AND <range>
+ORDER BY <keys> LIMIT <limit + 1>)`, each an index range scan, merged by the page's ORDER BY and
+LIMIT. Never an OR of the ranges: Postgres cannot start an index scan at an OR, it would read
+the site from its first row and filter (tests/executor/entities/test_plans.py checks the plans).
 """
 
 from __future__ import annotations
@@ -146,23 +152,39 @@ def list_statement(schema: EntitySchema, site_id: str, query: ListQuery) -> Enti
     sort, row_id = b.column(query.sort), b.column(ID)
     direction = " DESC" if query.descending else ""
     keys = f"{sort}{direction}" if query.sort == ID else f"{sort}{direction}, {row_id}{direction}"
-    page_where = where if query.after is None else f"{where} AND {_after(s, query)}"
+    ranges = None if query.after is None else _after(s, query)
     end = query.offset + query.limit
-    fetch, offset, last = b.param(query.limit + 1), b.param(query.offset), b.param(end)
-    selected = [
-        *(b.column(name) for name in schema.visible),
-        f'row_number() OVER (ORDER BY {keys}) AS "#n"',
-        f'json_build_array({sort}::text, {row_id}::text)::text AS "#key"',
-    ]
-    page = (
-        f"SELECT {', '.join(selected)} "
-        f"FROM {s.table} WHERE {page_where} ORDER BY {keys} LIMIT {fetch} OFFSET {offset}"
+    fetch, last = b.param(query.limit + 1), b.param(end)
+    selected = ", ".join(
+        [
+            *(b.column(name) for name in schema.visible),
+            f'row_number() OVER (ORDER BY {keys}) AS "#n"',
+            f'json_build_array({sort}::text, {row_id}::text)::text AS "#key"',
+        ]
     )
+    if ranges is None:  # page N without a cursor: OFFSET
+        page = (
+            f"SELECT {selected} FROM {s.table} WHERE {where} "
+            f"ORDER BY {keys} LIMIT {fetch} OFFSET {b.param(query.offset)}"
+        )
+    elif len(ranges) == 1:
+        page = (
+            f"SELECT {selected} FROM {s.table} WHERE {where} AND {ranges[0]} "
+            f"ORDER BY {keys} LIMIT {fetch}"
+        )
+    else:  # each range its own index scan, merged by the page's order
+        needed = s.columns(dict.fromkeys([*schema.visible, query.sort, ID]))
+        branches = " UNION ALL ".join(
+            f"(SELECT {needed} FROM {s.table} WHERE {where} AND {condition} "
+            f"ORDER BY {keys} LIMIT {fetch})"
+            for condition in ranges
+        )
+        page = f"SELECT {selected} FROM ({branches}) AS {b.alias} ORDER BY {keys} LIMIT {fetch}"
     row = f'(SELECT "r" FROM (SELECT {s.columns(schema.visible, _PAGE)}) AS "r")'
+    rows = f'array_agg({row} ORDER BY {_PAGE}."#n") FILTER (WHERE {_PAGE}."#n" <= {last})'
     return s.statement(
         f"WITH {_PAGE} AS ({page}) SELECT "
-        f'coalesce(json_agg({row} ORDER BY {_PAGE}."#n") FILTER (WHERE {_PAGE}."#n" <= {last}),'
-        " '[]')::text, "
+        f"coalesce(array_to_json({rows}), '[]')::text, "
         f"(SELECT count(*) FROM {s.table} WHERE {where}), "
         f'coalesce(max({_PAGE}."#n") > {last}, false), '
         f'max({_PAGE}."#key") FILTER (WHERE {_PAGE}."#n" = {last}) '
@@ -177,8 +199,12 @@ def _condition(s: _Sql, item: Filter) -> str:
     return s.b.filter([item.op, item.field, item.value])
 
 
-def _after(s: _Sql, query: ListQuery) -> str:
-    """Rows after the cursor's in the order of `keys` (NULL sorting as the largest value)."""
+def _after(s: _Sql, query: ListQuery) -> list[str]:
+    """The rows after the cursor's in the order of the keys (NULL sorting as the largest value),
+    as conditions each of which is one index range scan on (site_id, <sort>, id) read in that
+    order: a row comparison for the non-NULL values, `<sort> IS NULL [AND id > i]` (`<`
+    descending) for the NULLs (ascending they come after every value, descending before). An
+    OR of the two would be a filter on a scan of the whole site, so the page is their union."""
     after = query.after
     if after is None:
         raise AssertionError("no cursor")
@@ -190,14 +216,13 @@ def _after(s: _Sql, query: ListQuery) -> str:
     )
     id_value = f"(SELECT {row_id} FROM {record})"
     if query.sort == ID:
-        return f"{row_id} {cmp} {id_value}"
-    if after.sort_value is None:  # among the NULLs: descending they come first, ascending last
-        if query.descending:
-            return f"({sort} IS NOT NULL OR ({sort} IS NULL AND {row_id} < {id_value}))"
-        return f"({sort} IS NULL AND {row_id} > {id_value})"
+        return [f"{row_id} {cmp} {id_value}"]
+    if after.sort_value is None:  # among the NULLs: the rest of them, then (desc) the values
+        nulls = f"{sort} IS NULL AND {row_id} {cmp} {id_value}"
+        return [nulls, f"{sort} IS NOT NULL"] if query.descending else [nulls]
     sort_value = f"(SELECT {sort} FROM {record})"
-    past = f"({sort}, {row_id}) {cmp} ({sort_value}, {id_value})"
-    return past if query.descending else f"({past} OR {sort} IS NULL)"
+    values = f"({sort}, {row_id}) {cmp} ({sort_value}, {id_value})"
+    return [values] if query.descending else [values, f"{sort} IS NULL"]
 
 
 def _escape_like(text: str) -> str:

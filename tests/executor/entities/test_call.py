@@ -158,6 +158,22 @@ async def test_pagination_by_page_and_by_cursor(api: Api) -> None:
     }  # fmt: skip
 
 
+async def test_list_answers_are_compact_json(api: Api) -> None:
+    answer = await run_entity_call(api.pool, payload("list"), timeout=5)
+    assert answer.body.startswith(b'{"data":[],"pagination":')
+    for i in range(3):
+        await api.create(name=f"line\n{i}", sku=f"s-{i}", meta={"k": [1, 2]})
+    query = [("sort", "name"), ("order", "asc")]
+    answer = await run_entity_call(api.pool, payload("list", query=query), timeout=5)
+    body = answer.body
+    # No whitespace between rows (json_agg would write ", \n "); a jsonb value keeps
+    # Postgres's own rendering ({"k": [1, 2]}), as in a read.
+    assert b"\n" not in body and body.count(b'},{"id":') == 2, body
+    rows = orjson.loads(body)["data"]
+    assert [r["name"] for r in rows] == [f"line\n{i}" for i in range(3)]
+    assert all(list(r) == VISIBLE for r in rows)  # field order kept
+
+
 @pytest.mark.parametrize("order", ["asc", "desc"])
 @pytest.mark.parametrize("sort", ["stock", "price", "name", "created_at"])
 async def test_cursor_pages_cover_ties_and_nulls_exactly_once(

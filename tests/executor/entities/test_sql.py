@@ -89,4 +89,19 @@ def test_every_list_query_binds_the_site(
         pairs.append(("page", page))
     statement = sql.list_statement(s, SITE_A, parse_list_query(pairs, s))
     assert_site_bound(statement)
-    assert (" OFFSET $" in statement.sql) and (cursor is None or statement.args.count(0) >= 1)
+    text = statement.sql
+    # A page reached by cursor never uses OFFSET; one reached by number does.
+    assert (" OFFSET $" in text) == (cursor is None)
+    # Reads of the table: the total, and the page's index ranges after the cursor: the values
+    # past it and, ascending, the NULLs after them (NULLS LAST); from a cursor among the NULLs,
+    # the NULLs past it and, descending, the values after them (NULLS FIRST).
+    descending = order != "asc"
+    ranges = 1 if cursor is None else 2 if (cursor == "value") != descending else 1
+    reads = text.count(f'"{TABLE}" AS "products"')
+    assert reads == 1 + ranges, text
+    assert text.count(" UNION ALL ") == ranges - 1, text
+    # No OR but the search's (name OR sku, in each read): an OR in the keyset condition would
+    # be a filter over the whole site instead of the start of an index range scan.
+    assert text.count(" OR ") == (reads if search is not None else 0), text
+    if ranges == 2:
+        assert text.count(" LIMIT $") == 3  # each range's, and the merged page's
