@@ -1,8 +1,14 @@
 """Shared fixtures: real Postgres and Redis, never mocks.
 
-Strategy: one migrated template database per test session; each test that needs Postgres gets
-a fresh database cloned from it (CREATE DATABASE ... TEMPLATE is a file copy, ~50 ms), so tests
-are isolated and may run gateways that LISTEN without seeing each other's notifications.
+Strategy: one migrated template database per test process (each xdist worker has its own, so
+no clone waits for another worker's to finish); each test that needs Postgres gets a fresh
+database cloned from it (CREATE DATABASE ... TEMPLATE is a file copy, ~50 ms), so tests are
+isolated and may run gateways that LISTEN without seeing each other's notifications.
+
+The servers are shared with other programs and other runs: every database and Redis key a run
+creates carries the run's prefix (tests/support/run_prefix.py), the fixtures drop what they
+made, and at the end of the session the controller sweeps whatever of this run is left. Nothing
+on the shared servers is flushed or reconfigured.
 
 Where the servers are: TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/
 postgres) and TEST_REDIS_URL (default redis://127.0.0.1:6379/15). When one is missing
@@ -14,18 +20,71 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.support.edge import StartUpstream
+from tests.support import run_prefix
+from tests.support.edge import FUZZ_STATS, StartUpstream
 from tests.support.raw_upstream import RawUpstream, Reply
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_SWEPT = pytest.StashKey[tuple[list[str], int]]()  # what the end-of-run sweep found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A worker takes its controller's run id (pytest_configure_node); the controller draws it.
+    worker_input = getattr(config, "workerinput", None)
+    run_prefix.begin(worker_input["modgate_run"] if worker_input is not None else None)
+    if worker_input is None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        # A run that is killed (a CI timeout, `kill`) ends as an interrupted one, so
+        # pytest_sessionfinish still sweeps what it created.
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, in the controller: hand each worker this run's id."""
+    node.workerinput["modgate_run"] = run_prefix.run_id()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):
+        # The fuzz counts travel to the controller, which prints them (pytest_terminal_summary).
+        config.workeroutput["fuzz_stats"] = dict(FUZZ_STATS)
+        return
+    # Once, after every worker: what a test killed in its teardown left of this run.
+    dropped, deleted = asyncio.run(run_prefix.sweep(PG_URL, REDIS_URL))
+    config.stash[_SWEPT] = (dropped, deleted)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    FUZZ_STATS.update(getattr(node, "workeroutput", {}).get("fuzz_stats", {}))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if FUZZ_STATS:
+        terminalreporter.section("edge fuzz (hypothesis, derandomized)")
+        for key, count in sorted(FUZZ_STATS.items()):
+            terminalreporter.write_line(f"{key}: {count}")
+    if _SWEPT in config.stash:
+        dropped, deleted = config.stash[_SWEPT]
+        run = run_prefix.run_id()
+        terminalreporter.write_line(
+            f"shared servers, run {run}: databases {run_prefix.DATABASE_PREFIX}{run}_* "
+            f"({len(dropped)} left by tests, dropped now), Redis keys mg:{{{run}-* "
+            f"({deleted} deleted now)"
+        )
 
 
 def _with_database(url: str, name: str) -> str:
@@ -58,7 +117,7 @@ def pg_template() -> Iterator[str]:
     _require_postgres()
     from proxy.store.migrate import migrate
 
-    name = f"modgate_tpl_{uuid.uuid4().hex[:10]}"
+    name = run_prefix.database_name(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_tpl")
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     asyncio.run(migrate(_with_database(PG_URL, name)))
     yield name
@@ -68,7 +127,7 @@ def pg_template() -> Iterator[str]:
 @pytest.fixture
 async def database(pg_template: str) -> AsyncIterator[str]:
     """DSN of a fresh, migrated database of this test's own."""
-    name = f"modgate_t_{uuid.uuid4().hex[:12]}"
+    name = run_prefix.database_name("t")
     await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     yield _with_database(PG_URL, name)
     await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -78,7 +137,7 @@ async def database(pg_template: str) -> AsyncIterator[str]:
 async def blank_database() -> AsyncIterator[str]:
     """DSN of a fresh, empty database (no modgate schema)."""
     await asyncio.to_thread(_require_postgres)
-    name = f"modgate_b_{uuid.uuid4().hex[:12]}"
+    name = run_prefix.database_name("b")
     await _admin(f'CREATE DATABASE "{name}"')
     yield _with_database(PG_URL, name)
     await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

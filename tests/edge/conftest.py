@@ -1,6 +1,7 @@
 """Fixtures of the edge suite: gateways served as a worker serves them, stopped at the end of
 the test before the raw-socket upstreams they were pooled to (`raw_upstreams`, in
-tests/conftest.py)."""
+tests/conftest.py). The fuzz tests' summary is printed by tests/conftest.py, which also sees
+the counts of xdist workers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 import pytest
 
 from tests.support.edge import (
-    FUZZ_STATS,
     RunningGateway,
     StartGateway,
     StartUpstream,
@@ -38,11 +38,3 @@ async def edge_gateway(tmp_path: Path, raw_upstreams: StartUpstream) -> AsyncIte
     yield start
     for gateway in started:
         await gateway.close()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """How many generated cases the fuzz tests ran, and how the gateway answered them."""
-    if FUZZ_STATS:
-        terminalreporter.section("edge fuzz (hypothesis, derandomized)")
-        for key, count in sorted(FUZZ_STATS.items()):
-            terminalreporter.write_line(f"{key}: {count}")

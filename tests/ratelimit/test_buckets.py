@@ -4,7 +4,6 @@ limiter runs with its default budget, as in production."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -17,6 +16,7 @@ from proxy.ratelimit.local_limiter import LocalLimiter
 from proxy.ratelimit.redis_limiter import DEFAULT_TIMEOUT, RedisLimiter, bucket_keys
 from proxy.settings import DEFAULTS
 from tests.conftest import REDIS_URL
+from tests.support import run_prefix
 from tests.support.redis_server import RedisServer
 
 T0 = 1_763_900_000_000 - (1_763_900_000_000 % DAY_MS) + 12 * 3_600_000  # noon UTC, some day
@@ -62,7 +62,7 @@ def test_the_limiter_default_budget_is_the_settings_default() -> None:
 
 @pytest.fixture
 def bucket() -> str:
-    return f"test-{uuid.uuid4().hex}:k:1"
+    return run_prefix.bucket()  # this run's: swept from the shared Redis at the end
 
 
 async def test_burst_then_limited(limiter: Limiter, bucket: str) -> None:

@@ -115,6 +115,7 @@ async def test_local_policy_kill_mid_traffic_falls_back_then_recovers(
     # holding each limit / replicas: a bucket Redis never saw admits exactly 120 // 4 = 30.
     errors_before, local_before = redis_errors(), decisions("local")
     fresh = bucket_name()
+    emptying = time.monotonic()
     got = [await limiter.hit(fresh, per_minute, 0) for _ in range(200)]
     assert redis_errors() == errors_before
     assert decisions("local") - local_before == 200
@@ -131,11 +132,15 @@ async def test_local_policy_kill_mid_traffic_falls_back_then_recovers(
     clock.advance(COOLDOWN)
     redis_before = decisions("redis")
     probe = await limiter.hit(fresh, per_minute, 0)  # the probe
+    # Real time passed since the bucket was emptied: at most this many tokens came back (a
+    # loaded machine can take longer than the half second one token takes at 120/min).
+    refilled = int((time.monotonic() - emptying) * per_minute / 60)
     assert not limiter.breaker.open and sample(FALLBACK) == 0
     assert decisions("redis") - redis_before == 1
-    # The restarted Redis does not hand out a fresh bucket: it starts from this process's
-    # mirror, which the fallback emptied (30 admissions of a 4th share each).
-    assert probe is not None and (probe.allowed, probe.limit, probe.remaining) == (False, 120, 0)
+    # The restarted Redis does not hand out a fresh bucket (119 left): it starts from this
+    # process's mirror, which the fallback emptied (30 admissions of a 4th share each).
+    assert probe is not None and probe.limit == 120 and probe.remaining <= refilled
+    assert not probe.allowed or refilled >= 1, (probe, refilled)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("Redis answers again" in r.getMessage() for r in warnings)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 
 from proxy.auth.api_keys import generate_key, hash_key
 from tests.conftest import REDIS_URL
+from tests.support import run_prefix
 from tests.support.gateway import gateway_for, manifest
 
 SITE = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d"
@@ -23,7 +23,7 @@ def limited_gateway(request: pytest.FixtureRequest, aiohttp_client: Any, tmp_pat
     backend = request.param
 
     async def make(routes: list[dict[str, Any]], keys: list[dict[str, Any]] = ()) -> Any:  # type: ignore[assignment]
-        module_id = str(uuid.uuid4())  # fresh buckets in the shared Redis, every run
+        module_id = run_prefix.module_id()  # fresh buckets of this run, swept at the end
         data = manifest(None, routes, id=module_id)
         data["api_keys"] = [{"module_id": module_id, "site_id": SITE, **k} for k in keys]
         overrides: dict[str, object] = {"rate_limit_enabled": True}
