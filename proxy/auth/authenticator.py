@@ -2,12 +2,15 @@
 
 Strategy, per request:
 1. X-API-Key, if present: shape check, SHA-256, in-memory directory; then is_active,
-   revoked_at and expires_at. Else `Authorization: Bearer`: the JWT verifier. Credentials that
-   are present are always checked, even on routes that need none.
+   revoked_at and expires_at. Else `Authorization: Bearer`: the JWT verifier. Either header
+   holding a `dk_` value carries an API consumer's key instead (a prefix test, so module-key
+   and JWT callers pay nothing more): its own directory, same steps. Credentials that are
+   present are always checked, even on routes that need none.
 2. No credentials: only routes with requires_auth false; anonymous callers get `read:*` and the
    seed's `?site_id=` context.
-3. Authorization: a key works only for its own module, from its allowed IPs and origins; every
-   required scope must be granted.
+3. Authorization: a key works only for its own module, from its allowed IPs and origins; a
+   consumer only for its own module, from its allowed IPs, on its allowed endpoints (the
+   matched route's method and template); every required scope must be granted.
 Every 401 says the same thing whatever the reason, so nobody can probe which keys exist; the
 reason goes to the log (with the key prefix only) and to metrics.
 """
@@ -25,9 +28,11 @@ from multidict import CIMultiDictProxy
 
 from proxy.auth.api_keys import hash_key, is_well_formed, key_prefix
 from proxy.auth.client_address import IPAddress, in_networks
+from proxy.auth.consumer_keys import CONSUMER_KEY_PREFIX, is_well_formed_consumer_key
+from proxy.auth.consumers import Consumer, ConsumerDirectory
 from proxy.auth.key_directory import ApiKey, KeyDirectory
 from proxy.auth.key_fields import canonical_uuid
-from proxy.auth.principal import ANONYMOUS, API_KEY, JWT, Principal
+from proxy.auth.principal import ANONYMOUS, API_KEY, CONSUMER, JWT, Principal
 from proxy.auth.scopes import Grants
 from proxy.errors import BadRequest, Forbidden, Unauthorized
 from proxy.observability import metrics
@@ -55,7 +60,7 @@ def _forbidden(reason: str, message: str) -> Forbidden:
 
 
 class Authenticator:
-    __slots__ = ("_clock", "jwt", "keys", "usage")
+    __slots__ = ("_clock", "consumer_usage", "consumers", "jwt", "keys", "usage")
 
     def __init__(
         self,
@@ -63,11 +68,16 @@ class Authenticator:
         jwt: JwtVerifier | None = None,
         *,
         usage: UsageRecorder | None = None,
+        consumers: ConsumerDirectory | None = None,
+        consumer_usage: UsageRecorder | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
         self.jwt = jwt
         self.usage = usage
+        # None (the embedded mode: consumers live only in Postgres): every dk_ key is unknown.
+        self.consumers = consumers
+        self.consumer_usage = consumer_usage
         self._clock = clock
 
     async def authenticate(
@@ -75,10 +85,17 @@ class Authenticator:
     ) -> Principal:
         api_key = headers.get("X-API-Key")
         if api_key is not None:
-            return await self._by_api_key(api_key.strip())
+            api_key = api_key.strip()
+            if api_key.startswith(CONSUMER_KEY_PREFIX):
+                return await self._by_consumer(api_key, "X-API-Key")
+            return await self._by_api_key(api_key)
         authorization = headers.get("Authorization")
         if authorization is not None and authorization[:7].lower() == _BEARER:
-            return await self._by_jwt(authorization[7:].strip())
+            token = authorization[7:].strip()
+            # What the seed's SDKs send; a JWT starts with "eyJ" (its base64url header).
+            if token.startswith(CONSUMER_KEY_PREFIX):
+                return await self._by_consumer(token, "Authorization")
+            return await self._by_jwt(token)
         if route.requires_auth:
             raise _unauthorized("missing")
         site_id = anonymous_site(query) if query else None
@@ -108,6 +125,25 @@ class Authenticator:
             site_id=found.record.site_id,
             api_key=found,
             credential_header="X-API-Key",
+        )
+
+    async def _by_consumer(self, key: str, header: str) -> Principal:
+        if not is_well_formed_consumer_key(key):
+            raise _unauthorized("malformed_key")
+        key_hash = hash_key(key)
+        found = await self.consumers.lookup(key_hash) if self.consumers is not None else None
+        if found is None or not hmac.compare_digest(found.record.key_hash, key_hash):
+            self._log_failure("unknown_consumer", key)
+            raise _unauthorized("unknown_consumer")
+        # Inactive consumers are never cached (the directory drops them on NOTIFY).
+        if self.consumer_usage is not None:
+            self.consumer_usage.record(found.record.id)
+        return Principal(
+            CONSUMER,
+            found.grants,
+            site_id=found.record.site_id,
+            consumer=found,
+            credential_header=header,
         )
 
     async def _by_jwt(self, token: str) -> Principal:
@@ -153,6 +189,8 @@ def authorize(
     key = principal.api_key
     if key is not None:
         _check_key(key, module_id, client_ip, origin)
+    elif principal.consumer is not None:
+        _check_consumer(principal.consumer, route, module_id, client_ip)
     if route.required_scopes:
         missing = principal.grants.missing(route.required_scopes)
         if missing:
@@ -170,3 +208,17 @@ def _check_key(
     # or a script could use it from anywhere simply by leaving the header out.
     if key.origins and not key.any_origin and origin not in key.origins:
         raise _forbidden("origin_not_allowed", "This API key is not allowed from this origin")
+
+
+def _check_consumer(
+    consumer: Consumer, route: RouteSpec, module_id: str, client_ip: IPAddress | None
+) -> None:
+    if consumer.record.module_id != module_id:
+        raise _forbidden("wrong_module", "This API consumer is not valid for this module")
+    networks = consumer.networks
+    if networks and (client_ip is None or not in_networks(client_ip, networks)):
+        raise _forbidden("ip_not_allowed", "This API consumer is not allowed from this address")
+    if not consumer.endpoints.allows(route.method, route.path):
+        raise _forbidden(
+            "endpoint_not_allowed", "This API consumer is not allowed to call this endpoint"
+        )

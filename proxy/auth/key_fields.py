@@ -42,6 +42,17 @@ _CANONICAL_UUID = re.compile(
 _NOT_A_SCOPE = "is not a scope (no spaces or control characters, not empty)"
 _NOT_A_NETWORK = "is not an IP address or CIDR network"
 _NOT_AN_ORIGIN = "is not an origin: expected '*' or scheme://host[:port] without a path"
+_NOT_A_CONSUMER_SCOPE = "is not a consumer scope: expected read, write, delete or admin"
+_NOT_AN_ENDPOINT = (
+    "is not an endpoint: expected '*' or 'METHOD /path' (METHOD one of GET POST PUT PATCH "
+    "DELETE or *; :name for a parameter)"
+)
+
+# An API consumer's scopes (EM-33): each grants one kind of operation on the whole module.
+CONSUMER_SCOPES: Final = ("read", "write", "delete", "admin")
+DEFAULT_CONSUMER_SCOPES: Final = ("read",)  # the seed's column default
+DEFAULT_ALLOWED_ENDPOINTS: Final = ("*",)
+ENDPOINT_METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "*"})
 
 
 class InvalidKeyField(ConfigError, ValueError):
@@ -105,6 +116,34 @@ def parse_scopes(values: object) -> tuple[str, ...]:
     return _each(values, "scopes", _scope, _NOT_A_SCOPE)
 
 
+def parse_consumer_scopes(values: object) -> tuple[str, ...]:
+    """An API consumer's scopes: each one of CONSUMER_SCOPES."""
+    return _each(values, "scopes", _consumer_scope, _NOT_A_CONSUMER_SCOPE)
+
+
+def parse_endpoints(values: object) -> tuple[str, ...]:
+    """An API consumer's `allowed_endpoints`: '*' or 'METHOD /path', in the stored form
+    (method upper-cased, one space, no trailing slash)."""
+    return _each(values, "allowed_endpoints", normalize_endpoint, _NOT_AN_ENDPOINT)
+
+
+def normalize_endpoint(text: str) -> str | None:
+    """'*', or 'METHOD /path' with METHOD in ENDPOINT_METHODS ('get  /products/' ->
+    'GET /products'); None when `text` is neither."""
+    text = text.strip()
+    if text == "*":
+        return text
+    method, _, path = text.partition(" ")
+    method, path = method.upper(), path.strip()
+    if method not in ENDPOINT_METHODS or not path.startswith("/") or not path.isprintable():
+        return None
+    if " " in path or "?" in path or "#" in path:
+        return None
+    if len(path) > 1:
+        path = path.rstrip("/")
+    return f"{method} {path}"
+
+
 def parse_networks(values: object) -> tuple[str, ...]:
     return _each(values, "allowed_ips", normalize_network, _NOT_A_NETWORK)
 
@@ -160,6 +199,11 @@ def _scope(text: str) -> str | None:
     # would end the header line, NUL and other controls are refused by upstream parsers.
     # isprintable() is False for every whitespace character but " " and for every control.
     return text if text and text.isprintable() and " " not in text else None
+
+
+def _consumer_scope(text: str) -> str | None:
+    scope = text.strip().lower()
+    return scope if scope in CONSUMER_SCOPES else None
 
 
 def _each(

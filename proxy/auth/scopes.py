@@ -3,11 +3,17 @@
 A route's `required_scopes` must all be granted. `read:*` grants `read:contacts` (and
 `read:contacts:notes`); `*` grants everything. Nothing else is implied: a grant of `read` does
 not grant `read:contacts`, and `write:*` does not grant `read:*`.
+
+An API consumer's scopes (EM-33) are kinds of operation on its whole module: `read`, `write`,
+`delete` stand for `read:*`, `write:*`, `delete:*`, and `admin` for `*` (`consumer_grants`).
+"Its whole module" is not a scope rule: a consumer is refused on any other module before its
+scopes are read (proxy/auth/authenticator.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 
 class Grants:
@@ -33,3 +39,12 @@ class Grants:
 
 
 NO_GRANTS = Grants(())
+
+# An API consumer's scope -> the scope it grants. Any other value (a row written by hand) is
+# kept as an exact scope: it grants itself, nothing more.
+CONSUMER_GRANTS: Final = {"read": "read:*", "write": "write:*", "delete": "delete:*", "admin": "*"}
+
+
+def consumer_grants(scopes: Iterable[str]) -> Grants:
+    """What an API consumer with these scopes may do within its module."""
+    return Grants(CONSUMER_GRANTS.get(scope, scope) for scope in scopes)

@@ -5,15 +5,13 @@ the prefix (its first 12 characters) and never the hash. Exit codes are those of
 0 success, 1 Postgres failed or the key does not exist, 2 bad usage or a bad value (one line
 naming the flag).
 
-Strategy for flags: numbers are taken as text and checked here, and every other value by
-proxy.store.keys, so a bad value yields one `modgate: error: --flag: ...` line rather than
-argparse's usage dump; store errors name parameters, which `_FLAGS` maps back to flags.
+Flags are read as `modgate consumers` reads its own (proxy/cli/credentials.py); store errors
+name parameters, which `_FLAGS` maps back to flags.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -28,14 +26,23 @@ from proxy.auth.key_fields import (
     InvalidKeyField,
     parse_whole_number,
 )
-from proxy.cli.database import run_on_connection
-from proxy.cli.settings_args import add_settings_args, required_database_url, settings_from_args
+from proxy.cli.credentials import (
+    EXIT_NOT_FOUND,
+    as_dict,
+    flag_error,
+    print_table,
+    rate_limits,
+    replacement,
+    show,
+    when,
+    whole_number,
+    with_connection,
+)
+from proxy.cli.settings_args import add_settings_args
 from proxy.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from proxy.store.keys import KeySummary
-
-EXIT_NOT_FOUND = 1
 
 T = TypeVar("T")
 
@@ -171,11 +178,8 @@ def _limit_args(parser: argparse.ArgumentParser, *, default: bool) -> None:
 def cmd_create(args: argparse.Namespace) -> int:
     from proxy.store.keys import create_key, get_key
 
-    limits = {
-        "rate_limit_per_minute": _int(args.rate_limit_per_minute, "--rate-limit-per-minute"),
-        "rate_limit_per_day": _int(args.rate_limit_per_day, "--rate-limit-per-day"),
-    }
-    expires_in_days = _int(args.expires_in_days, "--expires-in-days")
+    limits = rate_limits(args)
+    expires_in_days = whole_number(args.expires_in_days, "--expires-in-days")
 
     async def create(conn: Any) -> tuple[KeySummary, str]:
         record, key = await create_key(
@@ -217,28 +221,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     )
     now = datetime.now(UTC)
     if args.json:
-        print(orjson.dumps([{**_as_dict(s), "status": s.status(now)} for s in summaries]).decode())
+        print(orjson.dumps([{**as_dict(s), "status": s.status(now)} for s in summaries]).decode())
         return 0
     if not summaries:
         print("no keys")
         return 0
     header = ("ID", "PREFIX", "NAME", "SCOPES", "STATUS", "LAST USED", "REQUESTS")
-    rows = [header] + [
+    rows = [
         (
             s.id,
             s.key_prefix,
             s.name,
             ",".join(s.scopes) or "-",
             s.status(now),
-            _when(s.last_used_at, "never"),
+            when(s.last_used_at, "never"),
             str(s.request_count),
         )
         for s in summaries
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
+    print_table(header, rows)
     return 0
 
 
@@ -263,16 +264,15 @@ def cmd_update(args: argparse.Namespace) -> int:
 
     changes: dict[str, Any] = {
         "name": args.name,
-        "rate_limit_per_minute": _int(args.rate_limit_per_minute, "--rate-limit-per-minute"),
-        "rate_limit_per_day": _int(args.rate_limit_per_day, "--rate-limit-per-day"),
-        "scopes": _list(args.scope, args.clear_scopes, "--scope"),
-        "allowed_ips": _list(args.allowed_ip, args.clear_allowed_ips, "--allowed-ip"),
-        "allowed_origins": _list(
+        **rate_limits(args),
+        "scopes": replacement(args.scope, args.clear_scopes, "--scope"),
+        "allowed_ips": replacement(args.allowed_ip, args.clear_allowed_ips, "--allowed-ip"),
+        "allowed_origins": replacement(
             args.allowed_origin, args.clear_allowed_origins, "--allowed-origin"
         ),
     }
     changes = {k: v for k, v in changes.items() if v is not None}
-    days = _int(args.expires_in_days, "--expires-in-days")
+    days = whole_number(args.expires_in_days, "--expires-in-days")
     if days is not None and args.no_expiry:
         raise ConfigError("--expires-in-days and --no-expiry exclude each other")
     if days is not None:
@@ -293,10 +293,10 @@ def cmd_update(args: argparse.Namespace) -> int:
         return EXIT_NOT_FOUND
     print(f"updated {summary.id} ({summary.key_prefix})")
     for field in ("name", "scopes", "rate_limit_per_minute", "rate_limit_per_day"):
-        print(f"  {field}: {_show(getattr(summary, field))}")
+        print(f"  {field}: {show(getattr(summary, field))}")
     for field in ("allowed_ips", "allowed_origins"):
-        print(f"  {field}: {_show(getattr(summary, field), 'any')}")
-    print(f"  expires_at: {_when(summary.expires_at, 'never')}")
+        print(f"  {field}: {show(getattr(summary, field), 'any')}")
+    print(f"  expires_at: {when(summary.expires_at, 'never')}")
     print(f"  status: {summary.status(datetime.now(UTC))}")
     return 0
 
@@ -305,17 +305,11 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def _with_connection(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work` on one connection to the configured database; store errors name flags."""
-    dsn = required_database_url(settings_from_args(args, "database_url"))
-    try:
-        return run_on_connection(dsn, work)
-    except InvalidKeyField as exc:
-        raise _flag_error(exc) from None
+    return with_connection(args, work, _FLAGS)
 
 
 def _flag_error(exc: InvalidKeyField) -> ConfigError:
-    """The rule's own text (proxy/auth/key_fields.py), named by the flag that gave the value."""
-    return ConfigError(f"{_FLAGS.get(exc.field, exc.field)}: {exc.reason}")
+    return flag_error(exc, _FLAGS)
 
 
 def _read_back(summary: KeySummary | None) -> KeySummary:
@@ -325,21 +319,6 @@ def _read_back(summary: KeySummary | None) -> KeySummary:
     return summary
 
 
-def _int(text: str | None, flag: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"{flag}: expected a whole number, got {text!r}") from None
-
-
-def _list(values: list[str] | None, clear: bool, flag: str) -> list[str] | None:
-    if values and clear:
-        raise ConfigError(f"{flag} and --clear-{flag[2:]}s exclude each other")
-    return [] if clear else values
-
-
 def _expiry(days: int) -> datetime:
     """`--expires-in-days` as the moment `update` stores (`create` sends the days)."""
     try:
@@ -347,17 +326,3 @@ def _expiry(days: int) -> datetime:
     except InvalidKeyField as exc:
         raise _flag_error(exc) from None
     return datetime.now(UTC) + timedelta(days=days)
-
-
-def _as_dict(summary: KeySummary) -> dict[str, Any]:
-    return {field.name: getattr(summary, field.name) for field in dataclasses.fields(summary)}
-
-
-def _when(moment: datetime | None, absent: str) -> str:
-    return absent if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _show(value: Any, empty: str = "-") -> str:
-    if isinstance(value, tuple):
-        return ", ".join(value) or empty
-    return "-" if value is None else str(value)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from proxy import __version__
+from proxy.cli.consumers import add_consumers_commands
 from proxy.cli.database import run_on_connection
 from proxy.cli.keys import add_keys_commands
 from proxy.cli.logs import add_logs_commands
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-f", "--file", required=True, metavar="FILE", help="manifest YAML")
     check.set_defaults(func=cmd_routes_check)
     add_keys_commands(sub)
+    add_consumers_commands(sub)
     add_logs_commands(sub)
     return parser
 

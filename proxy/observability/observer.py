@@ -84,6 +84,8 @@ def _caller(principal: Principal | None) -> str:
         return "none"
     if principal.api_key is not None:
         return principal.api_key.record.key_prefix  # the prefix only, never the key
+    if principal.consumer is not None:
+        return principal.consumer.record.key_prefix
     if principal.user_id:
         return f"user:{principal.user_id}"
     return "anonymous"
@@ -116,4 +118,5 @@ def _log_row(
         str(ctx.client_ip) if ctx.client_ip is not None else request.remote,
         request.headers.get("User-Agent"),
         datetime.now(UTC),
+        who.consumer_id if who is not None else None,
     )

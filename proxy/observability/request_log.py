@@ -51,11 +51,12 @@ from proxy.retry import Backoff, WriteAttempt
 
 log = logging.getLogger("modgate.request_log")
 
-# The seed's module_api_logs columns (id is generated), in the order of a LogRow.
+# The seed's module_api_logs columns (id is generated), then modgate's consumer_id (migration
+# 0005), in the order of a LogRow.
 COLUMNS = (
     "module_id", "site_id", "route_id", "method", "path", "query_params", "auth_type",
     "api_key_id", "user_id", "status_code", "response_time_ms", "error_message",
-    "ip_address", "user_agent", "created_at",
+    "ip_address", "user_agent", "created_at", "consumer_id",
 )  # fmt: skip
 
 LogRow = tuple[
@@ -65,7 +66,7 @@ LogRow = tuple[
     str,  # method
     str,  # path: after /api/modules/{id}, without the query
     str | None,  # query_params: JSON text of an object (stored as JSONB)
-    str,  # auth_type: "api_key", "jwt" or "none"
+    str,  # auth_type: "api_key", "consumer", "jwt" or "none"
     str | None,  # api_key_id: a UUID; NULL when the key is gone by write time
     str | None,  # user_id: a UUID (a JWT `sub` that is not one is stored as NULL)
     int,  # status_code
@@ -74,14 +75,15 @@ LogRow = tuple[
     str | None,  # ip_address
     str | None,  # user_agent (truncated when written)
     datetime,  # created_at: aware
+    str | None,  # consumer_id: a UUID; NULL when the consumer is gone by write time
 ]
 
 DEFAULT_RETRY_MAX_SECONDS: Final = 2.0  # Postgres back => rows flow again within this
 # What a queued row holds besides its own text, measured with tracemalloc on rows as the
-# observer builds them (CPython 3.11, 64-bit): the 15-slot tuple (176), its deque slot (8),
+# observer builds them (CPython 3.11, 64-bit): the 16-slot tuple (184), its deque slot (8),
 # created_at (48), the client address (~60) and the string headers of path, query and
 # User-Agent (3 x 49). Shared values (ids, method, auth_type) cost nothing per row.
-ROW_OVERHEAD_BYTES: Final = 440
+ROW_OVERHEAD_BYTES: Final = 448
 
 
 def row_bytes(row: LogRow) -> int:

@@ -1,11 +1,12 @@
 """The rate-limit step of the pipeline: which limits apply to whom, and who decides.
 
 Strategy:
-- Limits: per minute, the route's `rate_limit_per_minute`, else the API key's, else
-  `default_rate_limit_per_minute`; per day, the key's `rate_limit_per_day`, else
-  `default_rate_limit_per_day` (0 = none). The daily quota resets at 00:00 UTC.
-- Caller: the API key, else the JWT's user, else the client address; one bucket per caller and
-  module.
+- Limits: per minute, the route's `rate_limit_per_minute`, else the API key's (or API
+  consumer's), else `default_rate_limit_per_minute`; per day, the key's (consumer's)
+  `rate_limit_per_day`, else `default_rate_limit_per_day` (0 = none). The daily quota resets
+  at 00:00 UTC.
+- Caller: the API key, else the API consumer, else the JWT's user, else the client address;
+  one bucket per caller and module.
 - Decider: Redis when configured, one EVALSHA on a connection opened before the gateway turned
   ready, answered within `redis_timeout_seconds` (the budget: it measures Redis's reply, never
   connection setup; its default comes from measurements, see docs/rate-limits.md). A call that fails
@@ -94,7 +95,8 @@ class RateLimiter:
         client_ip: IPAddress | None,
     ) -> Decision | None:
         """The decision for this request, or None when nothing is enforced (policy `open`)."""
-        key = principal.api_key.record if principal.api_key is not None else None
+        credential = principal.api_key or principal.consumer
+        key = credential.record if credential is not None else None
         per_minute = (
             route.rate_limit_per_minute
             or (
@@ -147,6 +149,8 @@ class RateLimiter:
 def caller_of(principal: Principal, client_ip: IPAddress | None) -> str:
     if principal.api_key is not None:
         return f"k:{principal.api_key.record.id}"
+    if principal.consumer is not None:
+        return f"c:{principal.consumer.record.id}"
     if principal.user_id:
         caller = f"u:{principal.user_id}"
         if len(caller) > _MAX_CALLER_LENGTH:  # a JWT `sub` can be long; bucket keys stay short

@@ -109,7 +109,9 @@ class Gateway:
         self.keys = key_directory(settings.key_cache)
         parts = store(settings, self.registry, self.keys)
         self.source = parts.source
+        self.consumers = parts.consumers
         self.usage = parts.usage
+        self.consumer_usage = parts.consumer_usage
         self.request_log = parts.request_log
         self.pruner = parts.pruner
         self.cors = CorsPolicy(
@@ -121,7 +123,13 @@ class Gateway:
         self.pool = create_pool(settings.upstream)
         self.http = LazySession(settings.upstream)  # the gateway's own calls: JWKS
         self.jwt = JwtVerifier.from_settings(settings, self.http)
-        self.authenticator = Authenticator(self.keys, self.jwt, usage=self.usage)
+        self.authenticator = Authenticator(
+            self.keys,
+            self.jwt,
+            usage=self.usage,
+            consumers=self.consumers,
+            consumer_usage=self.consumer_usage,
+        )
         self.executor = executor_client(settings)
         self.redis: Redis | None = None
         self.limiter: RateLimiter | None = None
@@ -182,7 +190,8 @@ class Gateway:
         # One close for all the loggers, registered before any of them starts; each one's stop
         # is safe before its start.
         parts.append((None, self._stop_loggers))
-        for logger in (self.usage, self.access_log, self.request_log, self.pruner):
+        loggers = (self.usage, self.consumer_usage, self.access_log, self.request_log, self.pruner)
+        for logger in loggers:
             if logger is not None:
                 parts.append((logger.start, None))
         return parts
@@ -220,9 +229,9 @@ class Gateway:
         """Invariant: the loggers stop before anything `start` opened closes (they are pushed
         last on the stack), so their last rows and counts are written while the Postgres pool
         (the source) is still open. The access log and the pruner stop first; then the request
-        log and key usage are flushed together, until the deadline given to `stop` and for at
-        least FLUSH_FLOOR_SECONDS whatever the drain took. Each stops even when another raises;
-        the first error is raised again once all are done."""
+        log and key and consumer usage are flushed together, until the deadline given to `stop`
+        and for at least FLUSH_FLOOR_SECONDS whatever the drain took. Each stops even when
+        another raises; the first error is raised again once all are done."""
         loop = asyncio.get_running_loop()
         deadline = self._flush_deadline
         if deadline is None:
@@ -231,7 +240,9 @@ class Gateway:
         first = [logger.stop() for logger in (self.access_log, self.pruner) if logger is not None]
         outcomes = await asyncio.gather(*first, return_exceptions=True)
         flushes = [
-            logger.stop(deadline) for logger in (self.request_log, self.usage) if logger is not None
+            logger.stop(deadline)
+            for logger in (self.request_log, self.usage, self.consumer_usage)
+            if logger is not None
         ]
         outcomes += await asyncio.gather(*flushes, return_exceptions=True)
         for outcome in outcomes:

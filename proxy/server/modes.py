@@ -3,9 +3,11 @@ and what is written back.
 
 - embedded (no database_url): the routes manifest on disk, watched (`FileSource`); its keys
   are installed with it, nothing is written back.
-- Postgres: `PostgresSource`, which is also the key directory's loader for cache misses; key
-  usage, the request log (request_log_enabled) and its pruner (log_retention_days > 0) write
-  through its pool, and /readyz reports its connection.
+- Postgres: `PostgresSource`, which is also the key directory's loader for cache misses; API
+  consumers (a directory of their own, whose misses it loads too; consumers live only in
+  Postgres, so the embedded mode has none); key and consumer usage, the request log
+  (request_log_enabled) and its pruner (log_retention_days > 0) write through its pool, and
+  /readyz reports its connection.
 
 The factory decides which of these parts exist, so nothing downstream asks which mode it is in.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from proxy.auth.consumers import ConsumerDirectory
 from proxy.auth.key_directory import KeyDirectory
 from proxy.auth.usage import UsageRecorder
 from proxy.observability.request_log import RequestLog
@@ -34,7 +37,9 @@ class Store:
     """What a mode adds to a gateway; None: the mode has no such part."""
 
     source: Source
+    consumers: ConsumerDirectory | None = None
     usage: UsageRecorder | None = None
+    consumer_usage: UsageRecorder | None = None
     request_log: RequestLog | None = None
     pruner: LogPruner | None = None
     dependencies: tuple[Dependency, ...] = ()
@@ -63,15 +68,32 @@ def postgres_store(
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
 ) -> Store:
     """Routes and keys from `database_url`, and the write-backs that go there."""
-    source = PostgresSource(settings.database, registry, keys, heartbeat_seconds=heartbeat_seconds)
+    cache = settings.key_cache
+    consumers = ConsumerDirectory(
+        capacity=cache.cache_size,
+        negative_ttl=cache.negative_ttl_seconds,
+        lookup_budget_per_second=cache.lookup_budget_per_second,
+    )
+    source = PostgresSource(
+        settings.database,
+        registry,
+        keys,
+        consumers=consumers,
+        heartbeat_seconds=heartbeat_seconds,
+    )
     # The one wiring made after construction, because it is circular: the source writes into
-    # the directory (full reloads, NOTIFY), and the directory looks its misses up through the
-    # source's pool. The directory is made first (the gateway's, empty); this closes the loop.
+    # the directories (full reloads, NOTIFY), and they look their misses up through the
+    # source's pool. The directories are made first (empty); this closes the loop.
     keys.loader = source
+    consumers.loader = source.consumer_loader
     log = settings.request_log
     return Store(
         source=source,
+        consumers=consumers,
         usage=UsageRecorder(source.write_usage, interval=settings.usage_flush_seconds),
+        consumer_usage=UsageRecorder(
+            source.write_consumer_usage, interval=settings.usage_flush_seconds
+        ),
         request_log=RequestLog(
             source.write_request_logs,
             queue_size=log.queue_size,

@@ -16,9 +16,9 @@ left out; `write_logs` returns the rows it wrote.
 
 The foreign keys are ON DELETE SET NULL, which covers rows already written but not rows on
 their way: a route or key deleted between a request and its write fails the whole COPY. Then
-the batch is written again in a new transaction that first locks the referenced routes and keys
-that still exist (FOR KEY SHARE, so none can be deleted before the COPY commits) and sets
-the ids of the vanished ones to NULL. That costs two queries, only on that rare path.
+the batch is written again in a new transaction that first locks the referenced routes, keys
+and consumers that still exist (FOR KEY SHARE, so none can be deleted before the COPY commits)
+and sets the ids of the vanished ones to NULL. That costs three queries, only on that rare path.
 
 Strategy for retention: DELETE in batches of `batch` rows (found through idx_api_logs_date,
 deleted by ctid), each its own statement and so its own short transaction: no long lock, no
@@ -67,9 +67,13 @@ ERROR_MESSAGE_MAX: Final = 1024
 SHORT_MAX: Final = 128  # method, auth_type, ip_address
 
 _ROUTE, _KEY = COLUMNS.index("route_id"), COLUMNS.index("api_key_id")
+_CONSUMER = COLUMNS.index("consumer_id")
 
 _LIVE_ROUTES = "SELECT id::text FROM module_api_routes WHERE id = ANY($1::uuid[]) FOR KEY SHARE"
 _LIVE_KEYS = "SELECT id::text FROM module_api_keys WHERE id = ANY($1::uuid[]) FOR KEY SHARE"
+_LIVE_CONSUMERS = (
+    "SELECT id::text FROM module_api_consumers WHERE id = ANY($1::uuid[]) FOR KEY SHARE"
+)
 _CUTOFF = "SELECT NOW() - $1::interval"
 _PRUNE_BATCH = f"""
 DELETE FROM {TABLE} WHERE ctid = ANY(ARRAY(
@@ -231,7 +235,7 @@ class LogPruner:
 def _storable(row: LogRow) -> tuple[Any, ...] | None:
     """The row with every value made acceptable to its column; None if it cannot be stored."""
     (module_id, site_id, route_id, method, path, query, auth_type, key_id, user_id,
-     status, elapsed, error, ip, agent, created_at) = row  # fmt: skip
+     status, elapsed, error, ip, agent, created_at, consumer_id) = row  # fmt: skip
     module = canonical_uuid(module_id)
     if module is None:
         return None
@@ -251,6 +255,7 @@ def _storable(row: LogRow) -> tuple[Any, ...] | None:
         _text(ip, SHORT_MAX),
         _text(agent, USER_AGENT_MAX),
         created_at if created_at is not None else datetime.now(UTC),
+        canonical_uuid(consumer_id),
     )
 
 
@@ -291,22 +296,22 @@ def _int4(value: int | None) -> int | None:
 async def _without_vanished_refs(
     conn: Any, records: list[tuple[Any, ...]]
 ) -> list[tuple[Any, ...]]:
-    """The records with route and key ids that no longer exist set to NULL; the ones that
-    exist stay locked until the transaction ends."""
-    routes = await _live(conn, _LIVE_ROUTES, (r[_ROUTE] for r in records))
-    keys = await _live(conn, _LIVE_KEYS, (r[_KEY] for r in records))
+    """The records with route, key and consumer ids that no longer exist set to NULL; the
+    ones that exist stay locked until the transaction ends."""
+    refs = (
+        (_ROUTE, await _live(conn, _LIVE_ROUTES, (r[_ROUTE] for r in records))),
+        (_KEY, await _live(conn, _LIVE_KEYS, (r[_KEY] for r in records))),
+        (_CONSUMER, await _live(conn, _LIVE_CONSUMERS, (r[_CONSUMER] for r in records))),
+    )
     out = []
     for record in records:
-        if (record[_ROUTE] is None or record[_ROUTE] in routes) and (
-            record[_KEY] is None or record[_KEY] in keys
-        ):
+        if all(record[i] is None or record[i] in live for i, live in refs):
             out.append(record)
             continue
         fixed = list(record)
-        if fixed[_ROUTE] not in routes:
-            fixed[_ROUTE] = None
-        if fixed[_KEY] not in keys:
-            fixed[_KEY] = None
+        for i, live in refs:
+            if fixed[i] not in live:
+                fixed[i] = None
         out.append(tuple(fixed))
     return out
 

@@ -1,18 +1,20 @@
 """Route tables and API keys from Postgres, kept current by LISTEN/NOTIFY.
 
-This is the gateway's only door to Postgres: route loads, the key index, key lookups for the
-KeyDirectory (the mode factory, proxy/server/modes.py, makes it the directory's loader), batched
-usage writes and request log rows all go through its pool.
+This is the gateway's only door to Postgres: route loads, the key and consumer indexes, their
+lookups for the KeyDirectory and the ConsumerDirectory (the mode factory, proxy/server/modes.py,
+makes it and its `consumer_loader` the directories' loaders), batched usage writes and request
+log rows all go through its pool.
 
 Strategy:
 - A dedicated connection LISTENs on `modgate_invalidate`; triggers send `routes:<module_id>`,
-  `key:<key_hash>` (and `all` on TRUNCATE), so any writer invalidates.
+  `key:<key_hash>`, `consumer:<key_hash>` (and `all` on TRUNCATE), so any writer invalidates.
 - A notification queues its module or key; one reload task drains the queue, loading and
   compiling only the queued modules and re-reading only the queued keys, one batch at a time
   (so two reloads never race to install).
 - LISTEN hears nothing while disconnected, so every (re)connect LISTENs first and then does a
   full reload: whatever committed in between is picked up.
-- A full reload also reloads the index of active key hashes and empties the key cache.
+- A full reload also reloads the indexes of active key and consumer hashes and re-reads the
+  cached ones.
 - A heartbeat query notices a connection that died silently (no FIN); `pg_terminate_backend`
   and server restarts are noticed at once through the termination callback.
 - Failure never empties a table: the registry only changes after a successful load.
@@ -32,6 +34,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from proxy.auth.api_keys import ApiKeyRecord
+from proxy.auth.consumer_keys import ConsumerRecord
+from proxy.auth.consumers import ConsumerDirectory
 from proxy.auth.key_directory import KeyDirectory
 from proxy.errors import ConfigError, StoreError
 from proxy.observability import metrics
@@ -39,6 +43,12 @@ from proxy.observability.request_log import LogBatch
 from proxy.retry import Backoff, WriteAttempt
 from proxy.routing.registry import RouteRegistry
 from proxy.settings_views import DatabaseSettings
+from proxy.store.consumers import (
+    fetch_active_consumer,
+    fetch_active_consumers,
+    load_active_consumer_hashes,
+    record_consumer_usage,
+)
 from proxy.store.keys import (
     fetch_active_key,
     fetch_active_keys,
@@ -69,6 +79,7 @@ class PostgresSource:
         registry: RouteRegistry,
         keys: KeyDirectory | None = None,
         *,
+        consumers: ConsumerDirectory | None = None,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -76,6 +87,8 @@ class PostgresSource:
             raise ConfigError("database_url: required in Postgres mode")
         self.registry = registry
         self.keys = keys
+        self.consumers = consumers
+        self.consumer_loader = ConsumerLoader(self)
         self._dsn = database.url
         self._timeout = database.timeout  # per query, and per connection attempt
         self._pool_size = database.pool_size
@@ -86,6 +99,7 @@ class PostgresSource:
         self._task: asyncio.Task[None] | None = None
         self._pending: set[str] = set()
         self._pending_keys: set[str] = set()
+        self._pending_consumers: set[str] = set()
         self._pending_all = False
         self._wakeup = asyncio.Event()
         self.connected = False
@@ -126,6 +140,12 @@ class PostgresSource:
     ) -> None:
         """UsageWriter: add a batch of key usage (`attempt`: see proxy/store/commit.py)."""
         await self.execute(lambda conn: record_usage(conn, usage, attempt))
+
+    async def write_consumer_usage(
+        self, usage: Mapping[str, tuple[int, datetime]], attempt: WriteAttempt[None] | None = None
+    ) -> None:
+        """UsageWriter for API consumers: total_requests and last_request_at."""
+        await self.execute(lambda conn: record_consumer_usage(conn, usage, attempt))
 
     async def write_request_logs(self, batch: LogBatch) -> int:
         """LogWriter: one batch of request log rows (its retries carry `batch.attempt`)."""
@@ -198,6 +218,8 @@ class PostgresSource:
             self._pending.add(value)
         elif kind == "key" and value:
             self._pending_keys.add(value)
+        elif kind == "consumer" and value:
+            self._pending_consumers.add(value)
         elif kind == "all":
             self._pending_all = True
         else:
@@ -209,7 +231,9 @@ class PostgresSource:
             await self._wakeup.wait()
             self._wakeup.clear()
             full, ids, key_hashes = self._pending_all, self._pending, self._pending_keys
+            consumer_hashes = self._pending_consumers
             self._pending_all, self._pending, self._pending_keys = False, set(), set()
+            self._pending_consumers = set()
             try:
                 if full:
                     await self._reload_all()
@@ -218,6 +242,8 @@ class PostgresSource:
                         await self._reload_modules(ids)
                     if key_hashes:
                         await self._reload_keys(key_hashes)
+                    if consumer_hashes:
+                        await self._reload_consumers(consumer_hashes)
                 self._retry.reset()
             except Exception as exc:
                 metrics.ROUTE_RELOADS.labels(source=self.name, result="error").inc()
@@ -228,20 +254,30 @@ class PostgresSource:
                 self._pending_all = self._pending_all or full
                 self._pending |= ids
                 self._pending_keys |= key_hashes
+                self._pending_consumers |= consumer_hashes
                 await asyncio.sleep(self._retry.next_delay())
                 self._wakeup.set()
 
     async def _reload_all(self) -> None:
         cached = self.keys.cached_hashes() if self.keys is not None else []
+        consumers = self.consumers
+        cached_consumers = consumers.cached_hashes() if consumers is not None else []
         async with self._pool.acquire(timeout=self._timeout) as conn:
             specs = await load_modules(conn)
             hashes = await load_active_key_hashes(conn) if self.keys is not None else []
             # The keys in memory are re-read, not dropped: dropped, each would need Postgres
             # again, and a key not used between two outages would be refused in the second.
             refreshed = await fetch_active_keys(conn, cached) if cached else {}
+            if consumers is not None:
+                consumer_hashes = await load_active_consumer_hashes(conn)
+                fresh_consumers = (
+                    await fetch_active_consumers(conn, cached_consumers) if cached_consumers else {}
+                )
         errors = self.registry.replace_all(specs, source=self.name)
         if self.keys is not None:
             self.keys.set_index(hashes, refreshed)
+        if consumers is not None:
+            consumers.set_index(consumer_hashes, fresh_consumers)
         metrics.ROUTE_RELOADS.labels(source=self.name, result="ok").inc()
         log.info(
             "loaded %d modules (%d not compiled) and an index of %d active keys from postgres",
@@ -258,6 +294,14 @@ class PostgresSource:
             self.keys.put(key_hash, record)
         log.debug("refreshed %d API keys", len(records))
 
+    async def _reload_consumers(self, key_hashes: set[str]) -> None:
+        assert self.consumers is not None
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            records = {h: await fetch_active_consumer(conn, h) for h in key_hashes}
+        for key_hash, record in records.items():
+            self.consumers.put(key_hash, record)
+        log.debug("refreshed %d API consumers", len(records))
+
     async def _reload_modules(self, ids: set[str]) -> None:
         started = time.perf_counter()
         async with self._pool.acquire(timeout=self._timeout) as conn:
@@ -272,3 +316,15 @@ class PostgresSource:
             (loaded - started) * 1000,
             (time.perf_counter() - loaded) * 1000,
         )
+
+
+class ConsumerLoader:
+    """The ConsumerDirectory's loader: the source's pool, the consumers' table."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: PostgresSource) -> None:
+        self._source = source
+
+    async def fetch(self, key_hash: str) -> ConsumerRecord | None:
+        return await self._source.execute(lambda conn: fetch_active_consumer(conn, key_hash))

@@ -16,9 +16,10 @@ Envoy's `headers_with_underscores_action: DROP_HEADER`): CGI, WSGI and many fram
 
 What the gateway adds on the way to an upstream: X-Forwarded-For (the chain so far only from a
 trusted proxy), -Proto and -Host; X-Request-ID and the caller's identity (X-Module-Id,
-X-Site-Id, X-User-Id, X-Api-Key-Id, X-Scopes). The credential the caller used stays at the
-gateway unless the route forwards credentials, and an upstream URL with its own credentials
-gets those instead of the client's Authorization.
+X-Site-Id, X-User-Id, X-Api-Key-Id for a module API key, X-Consumer-Id for an API consumer,
+X-Scopes). The credential the caller used stays at the gateway unless the route forwards
+credentials, and an upstream URL with its own credentials gets those instead of the client's
+Authorization.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-IDENTITY = frozenset({"x-module-id", "x-site-id", "x-user-id", "x-api-key-id", "x-scopes"})
+IDENTITY = frozenset(
+    {"x-module-id", "x-site-id", "x-user-id", "x-api-key-id", "x-consumer-id", "x-scopes"}
+)
 
 # Set by the gateway itself on the way to an upstream (Host comes from the upstream URL, the
 # framing from the parsed message).
@@ -196,6 +199,8 @@ def identity_lines(request_id: str, module_id: str, who: Principal) -> list[byte
         lines.append(f"X-User-Id: {who.user_id}")
     if who.api_key is not None:
         lines.append(f"X-Api-Key-Id: {who.api_key.record.id}")
+    elif who.consumer is not None:
+        lines.append(f"X-Consumer-Id: {who.consumer.record.id}")
     if who.grants.scopes:
         lines.append(f"X-Scopes: {' '.join(who.grants.scopes)}")
     if not "".join(lines).isprintable():  # one check for every value, before any CR LF

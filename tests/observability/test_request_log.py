@@ -48,7 +48,7 @@ def row(
 ) -> LogRow:
     return (
         module, site, route, "GET", f"/contacts/{n}", None, "none", key, user, 200, 3, None,
-        "10.0.0.1", "curl/8", created_at or datetime.now(UTC),
+        "10.0.0.1", "curl/8", created_at or datetime.now(UTC), None,
     )  # fmt: skip
 
 
@@ -137,11 +137,11 @@ async def test_rows_below_a_batch_are_written_by_the_timer_with_every_column(
     await log.start()
     full: LogRow = (
         MODULE, SITE, route, "POST", "/a/contacts", '{"q": "x", "tags": ["a", "b"]}', "api_key",
-        key, USER, 201, 17, None, "203.0.113.9", "Mozilla/5.0 (X11)", NOW,
+        key, USER, 201, 17, None, "203.0.113.9", "Mozilla/5.0 (X11)", NOW, None,
     )  # fmt: skip
     empty: LogRow = (
         MODULE, None, None, "GET", "/b/missing", None, "none", None, None, 404, 0,
-        "route not found", None, None, NOW + timedelta(seconds=1),
+        "route not found", None, None, NOW + timedelta(seconds=1), None,
     )  # fmt: skip
     before = written()
     log.record(full)
@@ -165,17 +165,17 @@ async def test_values_that_would_fail_a_copy_are_made_storable(database: str) ->
     rows: list[LogRow] = [
         # A JWT `sub` and a site id that are not UUIDs: NULL, not a failed batch.
         (MODULE, "site-42", None, "GET", "/1", None, "jwt", None, "auth0|abc", 200, 1, None,
-         None, None, NOW),
+         None, None, NOW, None),
         # Other UUID spellings are stored canonically.
         (MODULE.upper(), "{" + SITE + "}", None, "GET", "/2", None, "jwt", None,
-         USER.replace("-", ""), 200, 1, None, None, None, NOW),
+         USER.replace("-", ""), 200, 1, None, None, None, NOW, None),
         # NUL characters (TEXT refuses them, JSONB refuses \u0000), a lone surrogate (what
         # aiohttp makes of a non-UTF-8 header byte), a huge User-Agent, out-of-range numbers.
         (MODULE, None, None, "GET", "/3\x00x", '{"a": "b\\u0000c"}', "none", None, None,
-         2**40, -(2**40), "boom\x00", "10.0.0.1", "x\udcff" + "y" * 5000, NOW),
+         2**40, -(2**40), "boom\x00", "10.0.0.1", "x\udcff" + "y" * 5000, NOW, None),
         # No module id that Postgres can store: left out, the rest of the batch is written.
         ("not-a-module", None, None, "GET", "/4", None, "none", None, None, 200, 1, None,
-         None, None, NOW),
+         None, None, NOW, None),
     ]  # fmt: skip
     conn = await asyncpg.connect(database)
     try:
@@ -219,7 +219,8 @@ async def test_route_or_key_deleted_before_the_write_is_logged_as_null(
 async def test_write_10k_rows_in_one_call(database: str) -> None:
     rows = [
         (MODULE, SITE, None, "GET", f"/contacts/{n}", '{"page": "2"}', "jwt", None, USER, 200,
-         n % 500, None, "203.0.113.9", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", NOW)
+         n % 500, None, "203.0.113.9", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", NOW,
+         None)
         for n in range(10_000)
     ]  # fmt: skip
     conn = await asyncpg.connect(database)

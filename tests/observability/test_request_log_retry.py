@@ -130,9 +130,10 @@ async def test_the_byte_bound_drops_exactly_the_overflow() -> None:
 def test_row_bytes_follows_the_text_a_row_holds() -> None:
     short: LogRow = (
         "m", None, None, "GET", "/a", None, "none", None, None, 200, 1, None, None, None,
-        datetime.now(UTC),
+        datetime.now(UTC), None,
     )  # fmt: skip
-    long = (*short[:4], "/a" * 100, '{"q": "1"}', *short[6:11], "boom", None, "UA" * 50, short[14])
+    long = (*short[:4], "/a" * 100, '{"q": "1"}', *short[6:11], "boom", None, "UA" * 50,
+            *short[14:])  # fmt: skip
     assert row_bytes(long) - row_bytes(short) == 198 + 10 + 4 + 100
 
 

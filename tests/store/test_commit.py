@@ -26,7 +26,7 @@ def rows(n: int) -> list[LogRow]:
     now = datetime.now(UTC)
     return [
         (MODULE, SITE, None, "GET", f"/c/{i}", None, "none", None, None, 200, 1, None, None,
-         None, now)
+         None, now, None)
         for i in range(n)
     ]  # fmt: skip
 

@@ -169,6 +169,7 @@ ALL_MIGRATIONS = [
     "0002_forward_credentials",
     "0003_encoded_slashes",
     "0004_entities",
+    "0005_api_consumers",
 ]
 
 
@@ -183,6 +184,7 @@ async def test_blank_database_gets_every_migration_once(blank_database: str) -> 
             (2, "0002_forward_credentials"),
             (3, "0003_encoded_slashes"),
             (4, "0004_entities"),
+            (5, "0005_api_consumers"),
         ]
         assert {
             "module_api_keys",
@@ -190,6 +192,7 @@ async def test_blank_database_gets_every_migration_once(blank_database: str) -> 
             "module_api_logs",
             "modgate_modules",
             "module_entities",
+            "module_api_consumers",
             "modgate_schema_migrations",
         } == await tables(conn)
     finally:
@@ -464,8 +467,9 @@ async def test_usage_bookkeeping_does_not_invalidate_keys(
         # CASCADE: module_entities refers to modgate_modules (0004).
         "TRUNCATE modgate_modules CASCADE",
         "TRUNCATE module_entities",
+        "TRUNCATE module_api_consumers CASCADE",  # module_api_logs refers to it (0005)
         "TRUNCATE module_api_routes, module_api_keys, modgate_modules, module_entities, "
-        "module_api_logs",
+        "module_api_consumers, module_api_logs",
     ],
 )
 async def test_truncate_notifies_all(

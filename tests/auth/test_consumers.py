@@ -1,0 +1,363 @@
+"""API consumers (issue 16) through the real gateway in Postgres mode: `dk_` keys from
+`module_api_consumers` by Bearer or X-API-Key, on entity routes (a small aiohttp app stands in
+for the handler pool, as in tests/server/test_entity_routes.py) and a proxy route; scopes,
+allowed endpoints, module and IP binding, limits, live revocation through NOTIFY, usage
+counters, the request log's consumer_id and the seed's module_api_requests view."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiohttp import web
+
+from proxy.routing.manifest import parse_manifest
+from proxy.server.app import build_public_app
+from proxy.server.gateway import Gateway
+from proxy.settings import load_settings
+from proxy.store.consumers import create_consumer, revoke_consumer, update_consumer
+from proxy.store.routes import apply_manifest
+from tests.support.polling import eventually
+
+SHOP = "8d2f4c1a-6b3e-4f5a-9c7d-1e2f3a4b5c6d"
+OTHER = "2c4e6a8b-0d1f-4a3b-8c5d-7e9f1a3b5c7d"
+SITE = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d"
+PREFIX = f"mod_{SHOP[:8]}_"
+
+
+def _entity(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "table": name,
+        "fields": [
+            {"name": "id", "type": "uuid", "readonly": True},
+            {"name": "title", "type": "string", "required": True},
+        ],
+    }
+
+
+class FakePool:
+    """Records each call and answers as the seed's REST API would."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def execute(self, request: web.Request) -> web.Response:
+        call = orjson.loads(await request.read())
+        self.calls.append(call)
+        status = 201 if call["operation"] == "create" else 200
+        return web.json_response({"data": {"operation": call["operation"]}}, status=status)
+
+
+@dataclass
+class Shop:
+    client: Any
+    gateway: Gateway
+    database: str
+    pool: FakePool
+    upstream_seen: list[dict[str, str]]
+
+    async def consumer(self, **fields: Any) -> tuple[str, str]:
+        """A new consumer of the shop for SITE (overrides: `fields`): (id, key)."""
+        conn = await asyncpg.connect(self.database)
+        try:
+            args: dict[str, Any] = {"module_id": SHOP, "site_id": SITE, "name": "app"}
+            summary, key = await create_consumer(conn, **{**args, **fields})
+        finally:
+            await conn.close()
+        return summary.id, key
+
+    async def status(self, method: str, path: str, key: str, **kw: Any) -> int:
+        headers = {"Authorization": f"Bearer {key}", **kw.pop("headers", {})}
+        r = await self.client.request(method, f"/api/modules/shop{path}", headers=headers, **kw)
+        await r.read()
+        return int(r.status)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.database)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def shop(
+    database: str, tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any
+) -> AsyncIterator[Any]:
+    pool = FakePool()
+    pool_app = web.Application()
+    pool_app.router.add_post("/v1/execute", pool.execute)
+    pool_server = await aiohttp_server(pool_app)
+    seen: list[dict[str, str]] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"ok": True})
+
+    upstream_app = web.Application()
+    upstream_app.router.add_route("*", "/{tail:.*}", echo)
+    upstream = await aiohttp_server(upstream_app)
+
+    conn = await asyncpg.connect(database)
+    try:
+        for table in ("products", "orders"):
+            await conn.execute(
+                f"CREATE TABLE {PREFIX}{table} (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+                "site_id uuid NOT NULL, title text NOT NULL)"
+            )
+        routes = [
+            {"path": "/status", "method": "GET", "handler_type": "proxy",
+             "handler_url": f"http://127.0.0.1:{upstream.port}/status"},
+            {"path": "/open", "method": "GET", "handler_type": "static", "handler_code": '"o"',
+             "requires_auth": False},
+        ]  # fmt: skip
+        manifest = parse_manifest(
+            {
+                "modules": [
+                    {"id": SHOP, "name": "shop", "routes": routes,
+                     "entities": [_entity("products"), _entity("orders")]},
+                    {"id": OTHER, "name": "other", "routes": [
+                        {"path": "/x", "method": "GET", "handler_type": "static",
+                         "handler_code": '"x"'}]},
+                ]
+            }
+        )  # fmt: skip
+        await apply_manifest(conn, manifest)
+    finally:
+        await conn.close()
+
+    async def start(**overrides: Any) -> Shop:
+        config = tmp_path / "gw.yaml"
+        config.write_text("{}\n")
+        settings = load_settings(
+            str(config),
+            environ={},
+            overrides={
+                "database_url": database,
+                "executor_url": f"http://127.0.0.1:{pool_server.port}",
+                "rate_limit_enabled": False,
+                "access_log": False,
+                "usage_flush_seconds": 0.1,
+                "request_log_flush_seconds": 0.05,
+                **overrides,
+            },
+        )
+        gateway = Gateway(settings)
+        client = await aiohttp_client(build_public_app(gateway))
+        await eventually(lambda: gateway.ready, what="the gateway loaded its tables")
+        return Shop(client, gateway, database, pool, seen)
+
+    yield start
+
+
+async def test_a_consumer_calls_entity_and_proxy_routes_by_bearer_or_x_api_key(
+    shop: Any,
+) -> None:
+    s: Shop = await shop()
+    consumer_id, key = await s.consumer(scopes=["read", "write"])
+    assert key.startswith("dk_") and len(key) == 46
+    r = await s.client.get("/api/modules/shop/products/7", headers={"X-API-Key": key})
+    assert (r.status, await r.json()) == (200, {"data": {"operation": "read"}})
+    r = await s.client.post(
+        "/api/modules/shop/orders", headers={"Authorization": f"Bearer {key}"}, json={"title": "t"}
+    )
+    assert r.status == 201
+    first, second = s.pool.calls
+    assert (first["site_id"], first["api_key_id"], first["user_id"]) == (SITE, None, None)
+    assert first["scopes"] == ["read:*", "write:*"]
+    assert second["operation"] == "create"
+
+    # Upstream: who is calling, as identity headers; the client's own X-Consumer-Id and the
+    # credential itself never cross.
+    headers = {"X-Consumer-Id": "forged", "X-Api-Key-Id": "forged"}
+    assert await s.status("GET", "/status", key, headers=headers) == 200
+    (seen,) = s.upstream_seen
+    assert seen["X-Consumer-Id"] == consumer_id
+    assert (seen["X-Site-Id"], seen["X-Module-Id"]) == (SITE, SHOP)
+    assert seen["X-Scopes"] == "read:* write:*"
+    assert "X-Api-Key-Id" not in seen and "Authorization" not in seen
+
+
+@pytest.mark.parametrize(
+    ("scopes", "allowed"),
+    [
+        (["read"], {"GET /products", "GET /products/1"}),
+        (["write"], {"POST /products", "PATCH /products/1", "PUT /products/1"}),
+        (["delete"], {"DELETE /products/1"}),
+        (["admin"], {"GET /products", "GET /products/1", "POST /products", "PATCH /products/1",
+                     "PUT /products/1", "DELETE /products/1"}),
+    ],
+)  # fmt: skip
+async def test_scopes_grant_their_kind_of_operation(
+    shop: Any, scopes: list[str], allowed: set[str]
+) -> None:
+    s: Shop = await shop()
+    _, key = await s.consumer(scopes=scopes)
+    every = ["GET /products", "GET /products/1", "POST /products", "PATCH /products/1",
+             "PUT /products/1", "DELETE /products/1"]  # fmt: skip
+    for call in every:
+        method, path = call.split()
+        status = await s.status(method, path, key, json={"title": "t"})
+        assert status == (201 if method == "POST" else 200) if call in allowed else 403, call
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "allowed"),
+    [
+        (["*"], {"GET /products", "GET /products/1", "POST /orders", "GET /orders",
+                 "GET /orders/1", "GET /status"}),
+        (["GET /products"], {"GET /products"}),
+        (["GET /products/:id"], {"GET /products/1"}),
+        (["get /products/:productId/"], {"GET /products/1"}),  # any spelling of the template
+        (["* /orders"], {"GET /orders", "POST /orders"}),
+        (["GET /status", "* /orders"], {"GET /status", "GET /orders", "POST /orders"}),
+    ],
+)  # fmt: skip
+async def test_allowed_endpoints_are_enforced_on_the_matched_route(
+    shop: Any, endpoints: list[str], allowed: set[str]
+) -> None:
+    s: Shop = await shop()
+    _, key = await s.consumer(scopes=["admin"], allowed_endpoints=endpoints)
+    for call in ("GET /products", "GET /products/1", "POST /orders", "GET /orders",
+                 "GET /orders/1", "GET /status"):  # fmt: skip
+        method, path = call.split()
+        r = await s.client.request(
+            method, f"/api/modules/shop{path}", headers={"X-API-Key": key}, json={"title": "t"}
+        )
+        body = await r.json()
+        if call in allowed:
+            assert r.status in (200, 201), (call, body)
+        else:
+            assert r.status == 403, call
+            assert body["error"] == "This API consumer is not allowed to call this endpoint"
+    # A spelling of the path that the table resolves to a route is checked as that route.
+    if "GET /products" in allowed and "GET /products/1" not in allowed:
+        assert await s.status("GET", "/orders/../products/1", key) == 403
+
+
+async def test_another_module_an_address_outside_the_list_and_an_unknown_key_are_refused(
+    shop: Any,
+) -> None:
+    s: Shop = await shop()
+    _, key = await s.consumer(scopes=["admin"])
+    r = await s.client.get("/api/modules/other/x", headers={"Authorization": f"Bearer {key}"})
+    assert (r.status, (await r.json())["error"]) == (
+        403,
+        "This API consumer is not valid for this module",
+    )
+    _, far = await s.consumer(allowed_ips=["10.0.0.0/8"])
+    _, near = await s.consumer(allowed_ips=["10.0.0.0/8", "127.0.0.1"])
+    assert await s.status("GET", "/products", far) == 403
+    assert await s.status("GET", "/products", near) == 200
+    assert await s.status("GET", "/products", "dk_" + "A" * 43) == 401
+    assert await s.status("GET", "/products", "dk_short") == 401
+    assert await s.status("GET", "/open", "dk_" + "A" * 43) == 401  # present: always checked
+
+
+async def test_limits_answer_429(shop: Any) -> None:
+    s: Shop = await shop(rate_limit_enabled=True)
+    _, key = await s.consumer(rate_limit_per_minute=2)
+    _, other = await s.consumer(rate_limit_per_minute=2)
+    assert [await s.status("GET", "/products", key) for _ in range(3)] == [200, 200, 429]
+    assert await s.status("GET", "/products", other) == 200  # a bucket per consumer
+    _, daily = await s.consumer(rate_limit_per_minute=100, rate_limit_per_day=1)
+    r = await s.client.get("/api/modules/shop/products", headers={"X-API-Key": daily})
+    assert (r.status, r.headers["X-RateLimit-Limit"]) == (200, "100")
+    assert await s.status("GET", "/products", daily) == 429
+
+
+async def test_revocation_and_changes_take_effect_live(shop: Any) -> None:
+    s: Shop = await shop()
+    consumer_id, key = await s.consumer(scopes=["read"])
+    assert await s.status("GET", "/products", key) == 200  # now cached
+
+    conn = await asyncpg.connect(s.database)
+    try:
+        await update_consumer(conn, consumer_id, allowed_endpoints=["GET /orders"])
+        await eventually(
+            lambda: s.status("GET", "/products", key), until=lambda st: st == 403,
+            what="the endpoint change reached the gateway",
+        )  # fmt: skip
+        assert await revoke_consumer(conn, consumer_id) is not None
+    finally:
+        await conn.close()
+    await eventually(
+        lambda: s.status("GET", "/orders", key), until=lambda st: st == 401,
+        what="the revocation reached the gateway",
+    )  # fmt: skip
+
+
+async def test_usage_counters_the_request_log_and_the_requests_view(shop: Any) -> None:
+    s: Shop = await shop()
+    consumer_id, key = await s.consumer()
+    for _ in range(3):
+        assert await s.status("GET", "/products", key, headers={"User-Agent": "sdk/1"}) == 200
+    assert await s.status("POST", "/products", key, json={"title": "t"}) == 403
+
+    await eventually(
+        lambda: s.fetchval(
+            "SELECT total_requests FROM module_api_consumers WHERE id = $1", consumer_id
+        ),
+        until=lambda n: n == 4,
+        what="usage written",
+    )
+    assert await s.fetchval(
+        "SELECT last_request_at > NOW() - interval '1 minute' FROM module_api_consumers"
+        " WHERE id = $1",
+        consumer_id,
+    )
+    rows = "SELECT count(*) FROM module_api_logs WHERE consumer_id = $1"
+    await eventually(lambda: s.fetchval(rows, consumer_id), until=lambda n: n == 4)
+    assert (
+        await s.fetchval(
+            "SELECT count(*) FROM module_api_logs WHERE consumer_id = $1 AND auth_type = 'consumer'"
+            " AND api_key_id IS NULL AND site_id = $2",
+            consumer_id,
+            SITE,
+        )
+        == 4
+    )
+
+    conn = await asyncpg.connect(s.database)
+    try:
+        view = await conn.fetch(
+            "SELECT * FROM module_api_requests WHERE consumer_id = $1 ORDER BY created_at",
+            consumer_id,
+        )
+    finally:
+        await conn.close()
+    assert [r["status_code"] for r in view] == [200, 200, 200, 403]
+    assert list(view[0].keys()) == [
+        "id", "consumer_id", "site_module_id", "method", "path", "query_params", "request_body",
+        "status_code", "response_time_ms", "response_size_bytes", "ip_address", "user_agent",
+        "error_message", "created_at",
+    ]  # fmt: skip
+    first = dict(view[0])
+    assert (first["method"], first["path"], first["user_agent"]) == ("GET", "/products", "sdk/1")
+    assert str(first["ip_address"]) == "127.0.0.1" and first["request_body"] is None
+
+
+async def test_a_key_is_never_stored_in_plain_text(shop: Any) -> None:
+    s: Shop = await shop()
+    consumer_id, key = await s.consumer()
+    conn = await asyncpg.connect(s.database)
+    try:
+        row = await conn.fetchrow(
+            "SELECT to_jsonb(c)::text AS everything, key_hash, key_prefix"
+            " FROM module_api_consumers c WHERE id = $1",
+            consumer_id,
+        )
+    finally:
+        await conn.close()
+    assert key not in row["everything"] and key[12:] not in row["everything"]
+    assert row["key_hash"] == hashlib.sha256(key.encode()).hexdigest()
+    assert row["key_prefix"] == key[:12]
+    assert secrets.compare_digest(row["key_prefix"], key[:12])
