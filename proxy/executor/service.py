@@ -143,6 +143,8 @@ class Executor:
             "headers": payload.get("headers") or {},
             "user": {"id": payload["user_id"]} if payload.get("user_id") else None,
             "site": {"id": site_id},
+            # An API consumer's call (dk_ key): {id}; null for users, module keys, anonymous.
+            "consumer": {"id": payload["consumer_id"]} if payload.get("consumer_id") else None,
         }
 
         async def db(spec_json: str) -> str:

@@ -3,10 +3,11 @@ the handler pool turns into SQL. Plain immutable data; parsed by the manifest an
 compiled into routes by `routing/table.py`, executed by `executor/entities/`.
 
 The contract between the gateway and the handler pool: a generated route carries its entity and
-operation; the gateway posts the call (the entity's `as_json()`, the operation, the caller, the
-id, the query's pairs and the body) to the pool, which answers in the seed's shapes (list:
-`{"data": [...], "pagination": {...}}`; read, create, update: `{"data": {...}}`; delete:
-`{"success": true}`) or in the error shape.
+operation; the gateway posts the call (the entity's `as_json()`, the operation, the caller's
+site, user, module key and API consumer ids and scopes, the id, the query's pairs and the body;
+the fields are listed in `executor/entities/call.py`) to the pool, which answers in the seed's
+shapes (list: `{"data": [...], "pagination": {...}}`; read, create, update: `{"data": {...}}`;
+delete: `{"success": true}`) or in the error shape.
 """
 
 from __future__ import annotations

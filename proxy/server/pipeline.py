@@ -282,6 +282,7 @@ class Pipeline:
             "site_id": caller.site_id,
             "user_id": caller.user_id,
             "api_key_id": caller.api_key_id,
+            "consumer_id": caller.consumer_id,  # an API consumer's id, else None
             "scopes": list(caller.grants.scopes),
             **route.pool_call,
             "params": match.params,

@@ -172,6 +172,7 @@ async def test_a_consumer_calls_entity_and_proxy_routes_by_bearer_or_x_api_key(
     assert r.status == 201
     first, second = s.pool.calls
     assert (first["site_id"], first["api_key_id"], first["user_id"]) == (SITE, None, None)
+    assert first["consumer_id"] == second["consumer_id"] == consumer_id
     assert first["scopes"] == ["read:*", "write:*"]
     assert second["operation"] == "create"
 

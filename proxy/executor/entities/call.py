@@ -1,7 +1,8 @@
 """One entity call, from the gateway's payload to an Answer (or a GatewayError):
 
-    {"kind": "entity", "module_id", "site_id", "user_id", "api_key_id", "scopes", "route_id",
-     "entity": EntityConfig.as_json(), "operation": "list|read|create|update|delete",
+    {"kind": "entity", "module_id", "site_id", "user_id", "api_key_id", "consumer_id",
+     "scopes", "route_id", "entity": EntityConfig.as_json(),
+     "operation": "list|read|create|update|delete",
      "params": {"id"}, "query": [[name, value], ...], "body": JSON or null,
      "method": "GET|POST|PATCH|PUT|DELETE"}
 

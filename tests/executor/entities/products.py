@@ -74,6 +74,7 @@ def payload(
         "site_id": site,
         "user_id": None,
         "api_key_id": None,
+        "consumer_id": None,
         "scopes": [],
         "route_id": None,
         "entity": entity or ENTITY,

@@ -1,7 +1,9 @@
 """Entities end to end, as a user drives them (issue 16): a module table in a migrated Postgres,
 `modgate routes apply -f` of a manifest with `entities:`, `modgate keys create`, a real
 `modgate executor` and a real `modgate serve`, then the seed's REST API over HTTP: CRUD,
-pagination, filters, search, the cursor, every error status, and a live route change."""
+pagination, filters, search, the cursor, every error status, and a live route change; and API
+consumers made by `modgate consumers create` calling it (scopes, allowed endpoints, revocation
+by `modgate consumers revoke`, ctx.consumer, the seed's module_api_requests)."""
 
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ ALL_OPERATIONS = ["list", "read", "create", "update", "delete"]
 VISIBLE = {"id", "name", "sku", "price", "status", "created_at", "updated_at"}
 
 
-def manifest(operations: list[str]) -> dict[str, Any]:
+def manifest(operations: list[str], routes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     entity = {
         "name": "products",
         "table": "products",
@@ -66,7 +68,10 @@ def manifest(operations: list[str]) -> dict[str, Any]:
         "sortable": ["name", "price", "created_at"],
         "searchable": ["name", "sku"],
     }
-    return {"modules": [{"id": MODULE_ID, "name": "shop", "entities": [entity]}]}
+    module: dict[str, Any] = {"id": MODULE_ID, "name": "shop", "entities": [entity]}
+    if routes:
+        module["routes"] = routes
+    return {"modules": [module]}
 
 
 @dataclass
@@ -85,6 +90,23 @@ async def _create_key(env: dict[str, str], site: str, name: str, *scopes: str) -
     )  # fmt: skip
     assert code == 0, out
     return str(json.loads(out)["key"])
+
+
+async def _create_consumer(env: dict[str, str], site: str, name: str, *flags: str) -> Any:
+    """`modgate consumers create ... --json`: its object (with `id` and the `key`)."""
+    code, out = await run_cli(
+        "consumers", "create", "--module", MODULE_ID, "--site", site, "--name", name, *flags,
+        "--json", env=env,
+    )  # fmt: skip
+    assert code == 0, out
+    return json.loads(out)
+
+
+async def _list_consumers(env: dict[str, str], *flags: str) -> dict[str, Any]:
+    """`modgate consumers list --module M --json`, by id."""
+    code, out = await run_cli("consumers", "list", "--module", MODULE_ID, *flags, "--json", env=env)
+    assert code == 0, out
+    return {c["id"]: c for c in json.loads(out)}
 
 
 @pytest.fixture
@@ -142,11 +164,20 @@ async def shop(database: str, tmp_path: Path) -> AsyncIterator[Shop]:
 
 
 class Client:
-    """curl, for one key."""
+    """curl, for one key (sent as X-API-Key, or as a Bearer token with `bearer`)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, key: str | None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base: str,
+        key: str | None,
+        *,
+        bearer: bool = False,
+    ) -> None:
         self.session, self.base = session, base
-        self.headers = {"X-API-Key": key} if key else {}
+        self.headers: dict[str, str] = {}
+        if key:
+            self.headers = {"Authorization": f"Bearer {key}"} if bearer else {"X-API-Key": key}
 
     async def __call__(
         self, method: str, path: str, *, json: Any = None, params: Any = None
@@ -339,3 +370,165 @@ async def test_removing_an_operation_takes_its_route_away_live(shop: Shop) -> No
         assert answer[:2] == (405, "method_not_allowed"), answer
         assert answer[2] is not None and "DELETE" not in answer[2]
         assert (await a("GET", path))[0] == 200  # the row is still there
+
+
+WHOAMI = {
+    "path": "/whoami",
+    "method": "GET",
+    "handler_type": "function",
+    "handler_code": "return { consumer: ctx.consumer, site: ctx.site, user: ctx.user };",
+}
+
+
+async def test_api_consumers_end_to_end(shop: Shop) -> None:
+    """Consumers made by `modgate consumers create` call the REST API by Bearer or X-API-Key:
+    scopes, allowed endpoints, site binding, live revocation by `modgate consumers revoke`,
+    ctx.consumer in a function handler, and the seed's module_api_requests."""
+    # A function route beside the entity, to see what the handler pool is told of its caller.
+    shop.manifest.write_text(yaml.safe_dump(manifest(ALL_OPERATIONS, [WHOAMI]), sort_keys=False))
+    code, out = await run_cli("routes", "apply", "-f", str(shop.manifest), env=shop.env)
+    assert (code, out.strip()) == (
+        0,
+        f"module {MODULE_ID}: 1 routes upserted, 0 deactivated, 0 entities upserted, 0 removed",
+    )  # the entity is unchanged
+
+    env = shop.env
+    app = await _create_consumer(env, SITE_A, "storefront", "--scope", "read", "--scope", "write")
+    reporting = await _create_consumer(env, SITE_A, "reporting")  # the default scope: read
+    feed = await _create_consumer(
+        env, SITE_A, "catalog feed", "--scope", "read", "--allowed-endpoint", "GET /products"
+    )
+    other_site = await _create_consumer(env, SITE_B, "site b app", "--scope", "admin")
+    for consumer in (app, reporting, feed, other_site):
+        assert consumer["key"].startswith("dk_") and len(consumer["key"]) == 46, consumer
+    listed = await _list_consumers(env)
+    assert {i: (c["name"], c["site_id"], c["key_prefix"], c["scopes"], c["is_active"])
+            for i, c in listed.items()} == {
+        app["id"]: ("storefront", SITE_A, app["key"][:12], ["read", "write"], True),
+        reporting["id"]: ("reporting", SITE_A, reporting["key"][:12], ["read"], True),
+        feed["id"]: ("catalog feed", SITE_A, feed["key"][:12], ["read"], True),
+        other_site["id"]: ("site b app", SITE_B, other_site["key"][:12], ["admin"], True),
+    }  # fmt: skip
+
+    async with aiohttp.ClientSession() as session:
+        bearer = Client(session, shop.url, app["key"], bearer=True)
+        header = Client(session, shop.url, app["key"])
+
+        async def whoami_ready() -> int:
+            async with session.get(f"{shop.url}/whoami", headers=bearer.headers) as r:
+                return r.status
+
+        await eventually(whoami_ready, until=lambda st: st == 200, what="GET /whoami is routed")
+
+        # The same key as a Bearer token (what the seed's SDKs send) and as X-API-Key.
+        status, created = await bearer("POST", "/products", json={"name": "Oolong", "price": 7})
+        assert status == 201, created
+        _no_hidden(created)
+        row_path = f"/products/{created['data']['id']}"
+        assert await header("GET", row_path) == (200, created)
+        status, page = await header("GET", "/products")
+        assert (status, [p["name"] for p in page["data"]]) == (200, ["Oolong"])
+        status, patched = await bearer("PATCH", row_path, json={"price": "7.5"})
+        assert (status, patched["data"]["price"]) == (200, 7.5)
+        # `write` is not `delete`.
+        status, refused = await bearer("DELETE", row_path)
+        assert (status, refused["error"]) == (403, "Missing scope: delete:products")
+
+        # The handler pool is told which consumer calls: ctx.consumer (null for a module key).
+        assert await bearer("GET", "/whoami") == (
+            200, {"consumer": {"id": app["id"]}, "site": {"id": SITE_A}, "user": None},
+        )  # fmt: skip
+        module_key = Client(session, shop.url, shop.keys["a"])
+        assert await module_key("GET", "/whoami") == (
+            200, {"consumer": None, "site": {"id": SITE_A}, "user": None},
+        )  # fmt: skip
+
+        # A `read` consumer lists and reads, and is refused a create.
+        reader = Client(session, shop.url, reporting["key"], bearer=True)
+        status, page = await reader("GET", "/products")
+        assert (status, page["pagination"]["total"]) == (200, 1)
+        assert (await reader("GET", row_path))[0] == 200
+        status, refused = await reader("POST", "/products", json={"name": "x"})
+        assert (status, refused["code"], refused["error"]) == (
+            403, "forbidden", "Missing scope: write:products",
+        )  # fmt: skip
+
+        # allowed_endpoints 'GET /products': the list, not the read by id.
+        narrow = Client(session, shop.url, feed["key"])
+        assert (await narrow("GET", "/products"))[0] == 200
+        status, refused = await narrow("GET", row_path)
+        assert (status, refused["code"], refused["error"]) == (
+            403, "forbidden", "This API consumer is not allowed to call this endpoint",
+        )  # fmt: skip
+
+        # A consumer is bound to its site: admin on site B sees none of site A's rows.
+        theirs = Client(session, shop.url, other_site["key"], bearer=True)
+        status, page = await theirs("GET", "/products")
+        assert (status, page["data"], page["pagination"]["total"]) == (200, [], 0)
+        status, missing = await theirs("GET", row_path)
+        assert (status, missing["code"]) == (404, "not_found")
+
+        # Revocation by the CLI reaches the running gateway (NOTIFY), no restart.
+        code, out = await run_cli("consumers", "revoke", reporting["id"], env=env)
+        assert code == 0 and out.startswith(f"revoked {reporting['id']}"), out
+        await eventually(
+            lambda: reader("GET", "/products"), until=lambda answer: answer[0] == 401,
+            what="the revocation reached the gateway",
+        )  # fmt: skip
+        assert (await reader("GET", row_path))[0] == 401
+        assert (await header("GET", row_path))[0] == 200  # the others are untouched
+        code, out = await run_cli("consumers", "revoke", reporting["id"], env=env)
+        assert code == 1, out  # no active consumer left with that id
+        assert reporting["id"] not in await _list_consumers(env)
+        assert (await _list_consumers(env, "--all"))[reporting["id"]]["is_active"] is False
+
+    # What each consumer called, in the seed's module_api_requests, once the log flushes.
+    expected = [
+        ("POST", "/products", 201),
+        ("GET", row_path, 200),
+        ("GET", "/products", 200),
+        ("PATCH", row_path, 200),
+        ("DELETE", row_path, 403),
+        ("GET", "/whoami", 200),
+        ("GET", row_path, 200),
+    ]
+    conn = await asyncpg.connect(env["MODGATE_DATABASE_URL"])
+    try:
+
+        async def requests_of(consumer_id: str) -> list[tuple[str, str, int]]:
+            rows = await conn.fetch(
+                "SELECT method, path, status_code FROM module_api_requests"
+                " WHERE consumer_id = $1 ORDER BY created_at, id",
+                consumer_id,
+            )
+            return [(r["method"], r["path"], r["status_code"]) for r in rows]
+
+        # The app's rows: its /whoami polls first (200 once routed), then the calls above.
+        app_rows = await eventually(
+            lambda: requests_of(app["id"]),
+            until=lambda rows: rows[-len(expected):] == expected,
+            what="the storefront consumer's requests in module_api_requests",
+        )  # fmt: skip
+        assert {row for row in app_rows[: -len(expected)]} <= {
+            ("GET", "/whoami", 200),
+            ("GET", "/whoami", 404),
+        }
+        feed_rows = await eventually(lambda: requests_of(feed["id"]), until=lambda r: len(r) == 2)
+        assert feed_rows == [("GET", "/products", 200), ("GET", row_path, 403)]
+        # The revoked consumer's rows end with its refused create; its 401s after revocation
+        # are no consumer's (the key no longer names one).
+        reporting_rows = await eventually(
+            lambda: requests_of(reporting["id"]),
+            until=lambda rows: ("POST", "/products", 403) in rows,
+        )
+        assert reporting_rows[:3] == [
+            ("GET", "/products", 200), ("GET", row_path, 200), ("POST", "/products", 403),
+        ]  # fmt: skip
+        assert set(reporting_rows[3:]) <= {("GET", "/products", 200)}  # polls before NOTIFY
+        assert await conn.fetchval(
+            "SELECT count(*) FROM module_api_logs WHERE consumer_id = $1 AND auth_type ="
+            " 'consumer' AND site_id = $2 AND api_key_id IS NULL",
+            app["id"], SITE_A,
+        ) == len(app_rows)  # fmt: skip
+    finally:
+        await conn.close()
