@@ -53,14 +53,18 @@ class Backoff:
 
 
 class WriteAttempt(Generic[T]):
-    """One write's memory across retries: the transaction whose COMMIT went unanswered."""
+    """One write's memory across retries: the transaction whose COMMIT went unanswered, or the
+    one a broken connection left open on the server before its COMMIT was sent (an orphan)."""
 
-    __slots__ = ("backend_pid", "result", "xid")
+    __slots__ = ("backend_pid", "orphan", "result", "xid")
 
     def __init__(self) -> None:
         self.xid: int | None = None
         self.backend_pid: int | None = None
         self.result: T | None = None
+        # (backend pid, txid) of a transaction abandoned before COMMIT: it cannot commit, but
+        # may still hold its locks on the server; the next write ends it first.
+        self.orphan: tuple[int, int] | None = None
 
     @property
     def unsettled(self) -> bool:
@@ -68,8 +72,10 @@ class WriteAttempt(Generic[T]):
         return self.xid is not None
 
     def clear(self) -> None:
-        self.xid = self.backend_pid = self.result = None
+        self.xid = self.backend_pid = self.result = self.orphan = None
 
     def __repr__(self) -> str:
         state = f"unsettled xid={self.xid} pid={self.backend_pid}" if self.xid else "settled"
+        if self.orphan is not None:
+            state += f" orphan xid={self.orphan[1]} pid={self.orphan[0]}"
         return f"<WriteAttempt {state}>"

@@ -5,17 +5,24 @@ connection breaks after COMMIT was sent. The server may have committed (and the 
 lost) or not (COMMIT never arrived); writing the batch again could store it twice.
 
 Strategy: `write_once` runs the work in a transaction that first reads its own transaction id
-(`txid_current()`) and backend pid. Only while COMMIT is in flight does the `WriteAttempt`
-remember them; a failure anywhere before COMMIT was sent leaves nothing to remember, since the
-server never commits a transaction whose COMMIT it did not receive. The next call with the same
-attempt asks `txid_status(xid)` first:
-- committed: the earlier call wrote it; its result is returned and nothing is written again;
-- aborted (or unknown: an xid older than the server still tracks): written again;
-- in progress: the old session still holds the transaction open (a partition: the server did
-  not see the connection die). Its backend is terminated (allowed for one's own role) and the
-  call fails with StoreError; the retry after that finds it aborted or committed. Besides,
-  `idle_in_transaction_session_timeout` is set on the transaction, so the server ends an
-  orphan by itself within IDLE_IN_TRANSACTION_MS even where terminating is not allowed.
+(`txid_current()`) and backend pid, and the `WriteAttempt` remembers them when a failure may
+have left that transaction behind on the server:
+- COMMIT in flight: the next call with the same attempt asks `txid_status(xid)` first:
+  - committed: the earlier call wrote it; its result is returned and nothing is written again;
+  - aborted (or unknown: an xid older than the server still tracks): written again;
+  - in progress: the old session still holds the transaction open (a partition: the server did
+    not see the connection die). Its backend is terminated and the call fails with StoreError;
+    the retry after that finds it aborted or committed.
+- Broken before COMMIT was sent (a timeout, a lost connection, a cancellation): the server never
+  commits it, but a partition can leave it open, "idle in transaction", still holding the locks
+  its statements took (the row of a usage UPDATE, the FOR KEY SHARE locks of a log COPY), and
+  every retry would wait on them. It is remembered as the attempt's orphan, and the next call
+  with the attempt terminates its backend before writing. A failure the server answered
+  (PostgresError) is rolled back on the spot and leaves nothing to remember.
+A backend is terminated only while it still runs that very transaction (`backend_xid` checked in
+the same statement), so a pid reused by another session is never hit; terminating is allowed
+for one's own role, and where it is not, `idle_in_transaction_session_timeout` (set on every
+transaction) still ends an orphan within IDLE_IN_TRANSACTION_MS.
 
 Postgres and socket failures propagate as they are: callers translate them to StoreError.
 """
@@ -23,6 +30,7 @@ Postgres and socket failures propagate as they are: callers translate them to St
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar, cast
 
@@ -34,6 +42,8 @@ from proxy.store.migrate import CONNECTION_ERRORS
 
 T = TypeVar("T")
 
+log = logging.getLogger("modgate.store")
+
 # Long enough for any COPY of a batch to finish; short enough that an orphaned transaction
 # (and the FOR KEY SHARE locks of proxy/store/logs.py) does not outlive a short outage by much.
 IDLE_IN_TRANSACTION_MS: Final = 30_000
@@ -43,7 +53,12 @@ _BEGIN = (
     " set_config('idle_in_transaction_session_timeout', $1, true)"
 )
 _STATUS = "SELECT txid_status($1)"
-_TERMINATE = "SELECT pg_terminate_backend($1)"
+# $1: backend pid, $2: txid_current() of its transaction (64 bits: epoch and xid); returns true
+# when that backend, still in that transaction, was told to end, NULL when it is gone or moved on.
+_TERMINATE = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE pid = $1 AND backend_xid = ($2::bigint % 4294967296)::text::xid
+"""
 
 
 async def write_once(
@@ -54,6 +69,10 @@ async def write_once(
     Returns (result, already): `already` is True when an earlier call's commit is what
     counts, and `result` is then that call's. Use a connection outside any transaction.
     """
+    if attempt.orphan is not None:
+        pid, xid = attempt.orphan
+        await _end_transaction(conn, pid, xid, "its connection broke before COMMIT")
+        attempt.orphan = None
     if attempt.xid is not None:
         status = await conn.fetchval(_STATUS, attempt.xid)
         if status == "committed":
@@ -61,8 +80,9 @@ async def write_once(
             attempt.clear()
             return result, True
         if status == "in progress":
-            with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
-                await conn.fetchval(_TERMINATE, attempt.backend_pid)
+            await _end_transaction(
+                conn, cast(int, attempt.backend_pid), attempt.xid, "its COMMIT went unanswered"
+            )
             raise StoreError(
                 f"an earlier write (transaction {attempt.xid}) is still open on the server; "
                 "its session was asked to end, retrying later"
@@ -70,8 +90,10 @@ async def write_once(
         attempt.clear()  # aborted, or too old to tell (NULL): it was not written
     transaction = conn.transaction()
     await transaction.start()
+    opened: tuple[int, int] | None = None
     try:
         xid, pid, _ = await conn.fetchrow(_BEGIN, str(IDLE_IN_TRANSACTION_MS))
+        opened = (pid, xid)
         result = await work(conn)
     except asyncpg.PostgresError:
         # COMMIT was never sent: the server cannot have committed, there is nothing to ask.
@@ -81,10 +103,22 @@ async def write_once(
         raise
     except BaseException:
         # A broken connection, a timeout or a cancellation: a ROLLBACK could wait as long
-        # again for a server that does not answer; closing the connection aborts just as well.
+        # again for a server that does not answer; closing the connection aborts just as well,
+        # once the server notices. Until then the transaction may hold its locks: the next
+        # call ends it.
         conn.terminate()
+        attempt.orphan = opened
         raise
     attempt.xid, attempt.backend_pid, attempt.result = xid, pid, result
     await transaction.commit()  # if this fails, or is cancelled, the attempt stays unsettled
     attempt.clear()
     return result, False
+
+
+async def _end_transaction(conn: Any, pid: int, xid: int, why: str) -> None:
+    """Terminate backend `pid` if it still runs transaction `xid` (txid_current()'s value)."""
+    with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+        if await conn.fetchval(_TERMINATE, pid, xid):
+            log.warning(
+                "ended transaction %d left open on the server (backend %d): %s", xid, pid, why
+            )

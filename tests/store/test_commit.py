@@ -1,5 +1,6 @@
 """write_once against a real Postgres: a retried batch is never written twice, even when the
-answer to its COMMIT was lost (a fault proxy mutes the server right at COMMIT)."""
+answer to its COMMIT was lost (a fault proxy mutes the server right at COMMIT), and a
+transaction a partition left open on the server does not hold up the retry."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from proxy.errors import StoreError
 from proxy.observability.request_log import LogRow
-from proxy.store.commit import WriteAttempt, write_once
+from proxy.store.commit import IDLE_IN_TRANSACTION_MS, WriteAttempt, write_once
 from proxy.store.keys import create_key, record_usage
 from proxy.store.logs import write_logs
 from tests.support.fault_proxy import FaultProxy
@@ -170,3 +171,64 @@ async def test_usage_counts_are_not_added_twice_after_a_lost_commit_answer(
         "SELECT request_count FROM module_api_keys WHERE id = $1", uuid.UUID(record.id)
     )
     assert count == 7
+
+
+async def test_transaction_cut_off_before_commit_is_ended_by_the_retry(
+    proxy: FaultProxy, direct: asyncpg.Connection, database: str
+) -> None:
+    record, _ = await create_key(
+        direct, module_id=MODULE, site_id=SITE, agency_id=SITE, name="u", scopes=[]
+    )
+    key_id = uuid.UUID(record.id)
+    conn = await asyncpg.connect(proxy.url_for(database), command_timeout=0.5)
+    attempt: WriteAttempt[None] = WriteAttempt()
+
+    async def update_then_partition(c: asyncpg.Connection) -> None:
+        await c.execute(
+            "UPDATE module_api_keys SET request_count = request_count + 1 WHERE id = $1", key_id
+        )  # the key row is locked now
+        proxy.set_mode("blackhole")  # a silent partition, before COMMIT was sent
+        await c.execute("SELECT 1")  # held back: times out, and the connection is closed
+
+    with pytest.raises(TimeoutError):
+        await write_once(conn, attempt, update_then_partition)
+    # The proxy stays cut off: the server never learns that the client closed (as after a real
+    # partition), so the backend lives on, idle in transaction, holding the row lock.
+    orphans = "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()"  # noqa: E501
+    assert await direct.fetchval(orphans) == 1
+
+    # The network is back for new connections. Without ending the orphan, the retry's UPDATE
+    # would wait on its lock until IDLE_IN_TRANSACTION_MS; it must be done well before.
+    assert IDLE_IN_TRANSACTION_MS > 5_000
+    retry = await asyncpg.connect(database, command_timeout=5)
+    try:
+        await record_usage(retry, {record.id: (7, datetime.now(UTC))}, attempt)
+    finally:
+        await retry.close()
+    assert attempt.orphan is None
+    count = await direct.fetchval("SELECT request_count FROM module_api_keys WHERE id = $1", key_id)
+    assert count == 7  # the orphan's +1 was never committed
+    assert await direct.fetchval(orphans) == 0
+
+
+async def test_only_the_orphaned_transaction_itself_is_ever_terminated(
+    direct: asyncpg.Connection, database: str
+) -> None:
+    # The orphan's pid now belongs to another session: one in another transaction, then one in
+    # none. Neither may be touched.
+    other = await asyncpg.connect(database)
+    try:
+        await other.execute("BEGIN")
+        xid, pid = await other.fetchrow("SELECT txid_current(), pg_backend_pid()")
+        for orphan in ((pid, xid - 1), (pid, xid + 1)):
+            attempt: WriteAttempt[int] = WriteAttempt()
+            attempt.orphan = orphan
+            assert await write_logs(direct, rows(1), attempt) == 1
+            assert attempt.orphan is None
+        await other.execute("COMMIT")
+        attempt.orphan = (pid, xid)  # its own transaction, over: the session is in none
+        assert await write_logs(direct, rows(1), attempt) == 1
+        assert await other.fetchval("SELECT 1") == 1  # alive
+    finally:
+        await other.close()
+    assert await log_count(direct) == 3
