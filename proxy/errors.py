@@ -17,6 +17,7 @@
         ├── MethodNotAllowed        405 method_not_allowed (carries Allow)
         ├── PayloadTooLarge         413 payload_too_large
         ├── UriTooLong              414 uri_too_long
+        ├── UnsupportedMediaType    415 unsupported_media_type (an entity body that is not JSON)
         ├── RateLimited             429 rate_limited / quota_exceeded (carries the headers)
         ├── HeaderFieldsTooLarge    431 header_fields_too_large
         ├── InternalError           500 internal_error
@@ -190,6 +191,12 @@ class UriTooLong(GatewayError):
     code = "uri_too_long"
     default_message = "Request URL too long"
     closes_connection = True
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
+    default_message = "Request body must be application/json"
 
 
 class RateLimited(GatewayError):

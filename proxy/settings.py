@@ -315,6 +315,18 @@ _BY_ENV: Mapping[str, SettingField] = {field.env_var: field for field in FIELDS}
 DEFAULTS: Mapping[str, object] = MappingProxyType({f.name: f.default for f in FIELDS})
 
 
+def cannot_listen(settings: Settings, name: str, exc: OSError) -> str:
+    """A failed bind as the operator fixes it: the address, and the setting `name` (listen,
+    admin_listen, executor_listen) with its variable and flag."""
+    field = _BY_NAME[name]
+    # asyncio's text repeats the address ("error while attempting to bind on address ...").
+    reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}" if exc.errno else str(exc)
+    return (
+        f"cannot listen on {getattr(settings, name)} "
+        f"({name}: {field.env_var} or {field.flag}): {reason}"
+    )
+
+
 def _shown(value: object, name: str = "") -> object:
     if name in SECRET_FIELDS and value:
         return "***"

@@ -23,6 +23,19 @@ async def cli_env(database: str) -> dict[str, str]:
     conn = await asyncpg.connect(database)
     try:
         await conn.execute("INSERT INTO modgate_modules (id, name) VALUES ($1, 'shop')", MODULE)
+        # Hand-registered routes (consumers' endpoints must name one of them).
+        await conn.executemany(
+            "INSERT INTO module_api_routes (module_id, path, method, handler_type, is_active) "
+            "VALUES ($1, $2, $3, 'static', $4)",
+            [
+                (MODULE, "/products", "GET", True),
+                (MODULE, "/products/:productId", "GET", True),
+                (MODULE, "/orders", "POST", True),
+                (MODULE, "/orders/", "GET", True),
+                (MODULE, "/files/*", "GET", True),
+                (MODULE, "/retired", "GET", False),
+            ],
+        )
     finally:
         await conn.close()
     return {"MODGATE_DATABASE_URL": database}
@@ -147,7 +160,29 @@ async def test_create_json_defaults(cli_env: dict[str, str], tmp_path: Path) -> 
          "admin"),
         (("--allowed-endpoint", "products"),
          "--allowed-endpoint: 'products' is not an endpoint: expected '*' or 'METHOD /path' "
-         "(METHOD one of GET POST PUT PATCH DELETE or *; :name for a parameter)"),
+         "(METHOD one of GET POST PUT PATCH DELETE or *; each path segment literal text of "
+         "letters, digits and -._~!$&'()+,;=@, :name for a parameter, or a last segment * as "
+         "in a route's own path)"),
+        (("--allowed-endpoint", "GET /nonexistent"),
+         f"--allowed-endpoint: 'GET /nonexistent' matches no route of module {MODULE} (its "
+         "routes: GET /files/*, GET /orders/, GET /products, GET /products/:productId, POST "
+         "/orders)"),
+        (("--allowed-endpoint", "GET /products/*"),
+         f"--allowed-endpoint: 'GET /products/*' matches no route of module {MODULE}; a last "
+         "segment * names a route whose own path ends in *, not every path below (its routes: "
+         "GET /files/*, GET /orders/, GET /products, GET /products/:productId, POST /orders)"),
+        (("--allowed-endpoint", "GET /retired"),  # an inactive route is no route
+         f"--allowed-endpoint: 'GET /retired' matches no route of module {MODULE} (its "
+         "routes: GET /files/*, GET /orders/, GET /products, GET /products/:productId, POST "
+         "/orders)"),
+        (("--allowed-endpoint", "DELETE /products/:id"),
+         f"--allowed-endpoint: 'DELETE /products/:id' matches no route of module {MODULE} (its "
+         "routes: GET /files/*, GET /orders/, GET /products, GET /products/:productId, POST "
+         "/orders)"),
+        (("--name", "evil\r\n\x1b[2J"),
+         "--name: 'evil\\r\\n\\x1b[2J' holds a control character (CR, LF, ESC, ...)"),
+        (("--description", "a\x1b]0;title\x07"),
+         "--description: 'a\\x1b]0;title\\x07' holds a control character (CR, LF, ESC, ...)"),
         (("--allowed-ip", "10.0.0.300"),
          "--allowed-ip: '10.0.0.300' is not an IP address or CIDR network"),
         (("--rate-limit-per-minute", "many"),
@@ -179,3 +214,53 @@ async def test_unknown_module_and_unknown_consumer(cli_env: dict[str, str], tmp_
     assert (code, out) == (1, f"modgate: error: no consumer {MISSING}\n")
     code, out = await consumers(cli_env, tmp_path, "update", MISSING)
     assert code == 2 and "nothing to update" in out
+
+
+async def test_endpoints_name_routes_whatever_their_parameter_names(
+    cli_env: dict[str, str], database: str, tmp_path: Path
+) -> None:
+    code, out = await consumers(
+        cli_env, tmp_path, "create", "--module", MODULE, "--site", SITE, "--name", "x",
+        "--allowed-endpoint", "GET /products/:id", "--allowed-endpoint", "GET /files/*",
+        "--allowed-endpoint", "* /orders", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    consumer_id = json.loads(out)["id"]
+    assert json.loads(out)["allowed_endpoints"] == [
+        "GET /products/:id", "GET /files/*", "* /orders",
+    ]  # fmt: skip
+    code, out = await consumers(
+        cli_env, tmp_path, "update", consumer_id, "--allowed-endpoint", "PUT /orders"
+    )
+    assert (code, out) == (
+        2,
+        f"modgate: error: --allowed-endpoint: 'PUT /orders' matches no route of module {MODULE} "
+        "(its routes: GET /files/*, GET /orders/, GET /products, GET /products/:productId, "
+        "POST /orders)\n",
+    )
+    code, out = await consumers(
+        cli_env, tmp_path, "update", consumer_id, "--name", "y\nz", "--description", "ok"
+    )
+    assert (code, out) == (
+        2,
+        "modgate: error: --name: 'y\\nz' holds a control character (CR, LF, ESC, ...)\n",
+    )
+    assert [row["name"] for row in await stored(database)] == ["x"]
+
+
+async def test_the_table_escapes_what_a_hand_written_row_holds(
+    cli_env: dict[str, str], database: str, tmp_path: Path
+) -> None:
+    code, out = await consumers(
+        cli_env, tmp_path, "create", "--module", MODULE, "--site", SITE, "--name", "x"
+    )
+    assert code == 0, out
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute("UPDATE module_api_consumers SET name = $1", "a\r\nb\x1b[2J")
+    finally:
+        await conn.close()
+    code, out = await consumers(cli_env, tmp_path, "list")
+    assert code == 0, out
+    assert "\x1b" not in out and "\r" not in out and len(out.splitlines()) == 2
+    assert out.splitlines()[1].split()[2] == "a\\r\\nb\\x1b[2J"

@@ -271,6 +271,26 @@ async def test_big_upload_is_streamed_not_buffered(serve: Any, upstream: Any) ->
     assert peak_mib < 150
 
 
+async def test_no_response_names_software_versions(serve: Any) -> None:
+    proc = await serve()
+    async with aiohttp.ClientSession() as session:
+        for url in (
+            f"{proc.url}/api/modules/crm/hello",  # the gateway's own answer
+            f"{proc.url}/api/modules/crm/via-upstream",  # an aiohttp upstream's, relayed
+            f"{proc.url}/api/modules/nothing/x",  # an error
+            f"{proc.admin_url}/healthz",
+            f"{proc.admin_url}/nowhere",
+        ):
+            async with session.get(url) as r:
+                assert r.headers.getall("Server") == ["modgate"], url
+    # A head llhttp refuses, answered by the edge before any pipeline.
+    reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n")
+    head = (await reader.read(4096)).split(b"\r\n\r\n")[0].lower()
+    writer.close()
+    assert head.startswith(b"http/1.1 400") and b"\r\nserver: modgate" in head, head
+
+
 async def test_bad_setting_exits_2_naming_the_key(tmp_path: Path) -> None:
     code, out = await run_cli("serve", env={"MODGATE_WORKERS": "abc"}, cwd=str(tmp_path))
     assert code == 2
@@ -288,16 +308,31 @@ async def test_bad_routes_file_at_start_exits_2(tmp_path: Path) -> None:
     assert "modules[0].id: expected a UUID, got 1" in await proc.output()
 
 
-async def test_port_in_use_exits_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "setting"),
+    [("serve", "listen"), ("serve", "admin_listen"), ("executor", "executor_listen")],
+)
+async def test_port_in_use_exits_2_naming_the_setting(command: str, setting: str) -> None:
     import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code, out = await run_cli("serve", "--listen", f"127.0.0.1:{port}", cwd=str(REPO))
-    assert code == 2
-    assert "cannot listen" in out
+        # The others free: the manifest's {listen} needs a fixed public port.
+        addresses = {"listen": f"127.0.0.1:{free_port()}", "admin_listen": "127.0.0.1:0"}
+        addresses[setting] = f"127.0.0.1:{port}"
+        args = [f"--{name.replace('_', '-')}={value}" for name, value in addresses.items()]
+        if command == "executor":
+            args = [f"--executor-listen=127.0.0.1:{port}", "--executor-workers=1"]
+        code, out = await run_cli(command, *args, cwd=str(REPO))
+    env = "MODGATE_" + setting.upper()
+    flag = "--" + setting.replace("_", "-")
+    assert code == 2, out
+    assert (
+        f"cannot listen on 127.0.0.1:{port} ({setting}: {env} or {flag}): "
+        "[Errno 98] Address already in use\n"
+    ) in out
 
 
 async def test_help_lists_settings() -> None:

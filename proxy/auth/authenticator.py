@@ -5,7 +5,11 @@ Strategy, per request:
    revoked_at and expires_at. Else `Authorization: Bearer`: the JWT verifier. Either header
    holding a `dk_` value carries an API consumer's key instead (a prefix test, so module-key
    and JWT callers pay nothing more): its own directory, same steps. Credentials that are
-   present are always checked, even on routes that need none.
+   present are always checked, even on routes that need none. Beside X-API-Key, an
+   Authorization header is the upstream's (a user's token for the module) and is not read,
+   unless it is a Bearer `dk_` key (only ever the gateway's): that, or a repeated X-API-Key
+   or Authorization header, is a 401 (which credential was meant cannot be told), decided by
+   a header count before any lookup.
 2. No credentials: only routes with requires_auth false; anonymous callers get `read:*` and the
    seed's `?site_id=` context.
 3. Authorization: a key works only for its own module, from its allowed IPs and origins; a
@@ -46,12 +50,28 @@ log = logging.getLogger("modgate.auth")
 
 ANONYMOUS_GRANTS = Grants(("read:*",))  # the seed's anonymous context: read scopes only
 _BEARER = "bearer "
+_NONE: tuple[str, ...] = ()
+AMBIGUOUS_CREDENTIALS = (
+    "Ambiguous credentials: send at most one X-API-Key and one Authorization header, and a "
+    "dk_ key in only one of them"
+)
 _FAILURES = metrics.BoundLabels(metrics.AUTH_FAILURES)  # by reason; every 401/403 counts
 
 
 def _unauthorized(reason: str) -> Unauthorized:
     _FAILURES(reason).inc()
     return Unauthorized(reason=reason)
+
+
+def _ambiguous(reason: str) -> Unauthorized:
+    # Says what is wrong with the request's shape, which tells nothing about any key.
+    _FAILURES(reason).inc()
+    return Unauthorized(AMBIGUOUS_CREDENTIALS, reason=reason)
+
+
+def _bearer_token(authorization: str) -> str | None:
+    """The credential of an `Authorization: Bearer ...` value; None for another scheme."""
+    return authorization[7:].strip() if authorization[:7].lower() == _BEARER else None
 
 
 def _forbidden(reason: str, message: str) -> Forbidden:
@@ -83,15 +103,26 @@ class Authenticator:
     async def authenticate(
         self, headers: CIMultiDictProxy[str], route: RouteSpec, query: str
     ) -> Principal:
-        api_key = headers.get("X-API-Key")
-        if api_key is not None:
-            api_key = api_key.strip()
+        api_keys = headers.getall("X-API-Key", _NONE)
+        authorizations = headers.getall("Authorization", _NONE)
+        if len(api_keys) > 1 or len(authorizations) > 1:
+            raise _ambiguous("repeated_credential_header")
+        authorization = authorizations[0] if authorizations else None
+        if api_keys:
+            api_key = api_keys[0].strip()
+            # Beside X-API-Key, Authorization is the upstream's (a user's token for the
+            # module), not checked here; unless it holds a dk_ key, which is only ever the
+            # gateway's: no telling which credential is meant (and the copy would be
+            # forwarded, as Authorization is not the credential header here).
+            if authorization is not None and CONSUMER_KEY_PREFIX in authorization:
+                other = _bearer_token(authorization)
+                if other is not None and other.startswith(CONSUMER_KEY_PREFIX):
+                    raise _ambiguous("conflicting_credentials")
             if api_key.startswith(CONSUMER_KEY_PREFIX):
                 return await self._by_consumer(api_key, "X-API-Key")
             return await self._by_api_key(api_key)
-        authorization = headers.get("Authorization")
-        if authorization is not None and authorization[:7].lower() == _BEARER:
-            token = authorization[7:].strip()
+        token = None if authorization is None else _bearer_token(authorization)
+        if token is not None:
             # What the seed's SDKs send; a JWT starts with "eyJ" (its base64url header).
             if token.startswith(CONSUMER_KEY_PREFIX):
                 return await self._by_consumer(token, "Authorization")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
@@ -45,7 +46,8 @@ _NOT_AN_ORIGIN = "is not an origin: expected '*' or scheme://host[:port] without
 _NOT_A_CONSUMER_SCOPE = "is not a consumer scope: expected read, write, delete or admin"
 _NOT_AN_ENDPOINT = (
     "is not an endpoint: expected '*' or 'METHOD /path' (METHOD one of GET POST PUT PATCH "
-    "DELETE or *; :name for a parameter)"
+    "DELETE or *; each path segment literal text of letters, digits and -._~!$&'()+,;=@, "
+    ":name for a parameter, or a last segment * as in a route's own path)"
 )
 
 # An API consumer's scopes (EM-33): each grants one kind of operation on the whole module.
@@ -53,6 +55,12 @@ CONSUMER_SCOPES: Final = ("read", "write", "delete", "admin")
 DEFAULT_CONSUMER_SCOPES: Final = ("read",)  # the seed's column default
 DEFAULT_ALLOWED_ENDPOINTS: Final = ("*",)
 ENDPOINT_METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "*"})
+# A path segment of an endpoint: what a route template's segment can be (proxy/routing/
+# matcher.py) in the alphabet a person writes routes in: a literal (RFC 3986's pchar without
+# '%', which a template never holds decoded, and ':'), a `:name` parameter, or a `*` that
+# only a route's last segment can be (it names that wildcard route, not a prefix).
+_LITERAL_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()+,;=@-]+").fullmatch
+_PARAM_SEGMENT = re.compile(r":[A-Za-z_][A-Za-z0-9_]*").fullmatch
 
 
 class InvalidKeyField(ConfigError, ValueError):
@@ -86,10 +94,27 @@ def parse_uuid(value: object, field: str) -> str:
 
 
 def parse_name(value: object) -> str:
+    """A key's or a consumer's name: not empty once stripped, no control character (names are
+    printed in tables, where CR, LF or ESC would rewrite the terminal)."""
     name = value.strip() if isinstance(value, str) else ""
     if not name:
         raise InvalidKeyField("name", "must not be empty")
-    return name
+    return _without_controls(name, "name")
+
+
+def parse_description(value: object) -> str | None:
+    """A consumer's description: None (none) or text without control characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidKeyField("description", f"expected text, got {value!r}")
+    return _without_controls(value, "description")
+
+
+def _without_controls(text: str, field: str) -> str:
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise InvalidKeyField(field, f"{text!r} holds a control character (CR, LF, ESC, ...)")
+    return text
 
 
 def parse_whole_number(value: object, field: str, maximum: int) -> int | None:
@@ -128,19 +153,26 @@ def parse_endpoints(values: object) -> tuple[str, ...]:
 
 
 def normalize_endpoint(text: str) -> str | None:
-    """'*', or 'METHOD /path' with METHOD in ENDPOINT_METHODS ('get  /products/' ->
-    'GET /products'); None when `text` is neither."""
+    """'*', or 'METHOD /path' with METHOD in ENDPOINT_METHODS and each segment a literal, a
+    `:name` or (last) `*` ('get  /products/' -> 'GET /products'); None when `text` is neither."""
     text = text.strip()
     if text == "*":
         return text
     method, _, path = text.partition(" ")
     method, path = method.upper(), path.strip()
-    if method not in ENDPOINT_METHODS or not path.startswith("/") or not path.isprintable():
+    if method not in ENDPOINT_METHODS or not path.startswith("/"):
         return None
-    if " " in path or "?" in path or "#" in path:
-        return None
-    if len(path) > 1:
-        path = path.rstrip("/")
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]  # one trailing slash, as route templates ignore it
+    segments = path[1:].split("/") if len(path) > 1 else []
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        if not (
+            _LITERAL_SEGMENT(segment)
+            or _PARAM_SEGMENT(segment)
+            or (segment == "*" and index == last)
+        ):
+            return None
     return f"{method} {path}"
 
 

@@ -39,6 +39,7 @@ _FLAGS = {
     "module_id": "--module",
     "site_id": "--site",
     "name": "--name",
+    "description": "--description",
     "scopes": "--scope",
     "allowed_endpoints": "--allowed-endpoint",
     "rate_limit_per_minute": "--rate-limit-per-minute",

@@ -77,13 +77,23 @@ def when(moment: datetime | None, absent: str) -> str:
 
 def show(value: Any, empty: str = "-") -> str:
     if isinstance(value, tuple):
-        return ", ".join(value) or empty
-    return "-" if value is None else str(value)
+        return printable(", ".join(value)) or empty
+    return "-" if value is None else printable(str(value))
+
+
+def printable(text: str) -> str:
+    """`text` with each non-printable character escaped as Python writes it (ESC becomes the
+    four characters `\\x1b`): the stores refuse control characters in names, but a row written
+    by hand may hold them, and a terminal would act on them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Columns padded to their widest cell, two spaces apart, no trailing blanks."""
-    table = [tuple(header), *map(tuple, rows)]
+    """Columns padded to their widest cell, two spaces apart, no trailing blanks; cells with
+    non-printable characters escaped (`printable`)."""
+    table = [tuple(header), *(tuple(map(printable, row)) for row in rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))

@@ -52,6 +52,7 @@ from proxy.executor.sandbox import HandlerError, Sandbox
 from proxy.http.metrics_endpoint import metrics_text
 from proxy.http.request_id import request_id_for
 from proxy.http.responses import error_response
+from proxy.http.server_header import hide_server_version
 from proxy.observability import metrics
 from proxy.settings import Settings
 
@@ -246,6 +247,7 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def build_executor_app(executor: Executor) -> web.Application:
+    hide_server_version()
     app = web.Application(client_max_size=64 << 20)
     app[EXECUTOR] = executor
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy.executor.service import Executor, build_executor_app
 from proxy.exit_codes import EXIT_FATAL, EXIT_OK
-from proxy.settings import Settings
+from proxy.settings import Settings, cannot_listen
 
 log = logging.getLogger("modgate.executor")
 
@@ -28,7 +28,7 @@ async def serve_executor(settings: Settings, *, reuse_port: bool = False) -> int
         await runner.setup()
         await web.TCPSite(runner, address.host, address.port, reuse_port=reuse_port).start()
     except OSError as exc:
-        log.error("cannot listen: %s", exc)
+        log.error("%s", cannot_listen(settings, "executor_listen", exc))
         await runner.cleanup()
         return EXIT_FATAL
     stop = asyncio.Event()

@@ -13,6 +13,7 @@ from proxy.errors import GatewayError
 from proxy.http.metrics_endpoint import metrics_text
 from proxy.http.request_id import request_id_for
 from proxy.http.responses import error_response
+from proxy.http.server_header import hide_server_version
 from proxy.server.gateway import Gateway
 from proxy.server.pipeline import Pipeline
 from proxy.server.protocol import MAX_FIELD_BYTES, MAX_URL_BYTES, ClientLimits, EdgeServer
@@ -50,6 +51,7 @@ def build_public_server(pipeline: Pipeline, limits: ClientLimits | None = None) 
     router, match info and middleware chain would be per-request work for nothing. Its
     connections are the gateway's (`protocol.ClientConnection`): refused heads in the error
     shape, HTTP/1.x only, `limits` (default: the settings' defaults) on time and connections."""
+    hide_server_version()
     return EdgeServer(
         pipeline.handle,
         limits=limits or ClientLimits(),
@@ -71,6 +73,7 @@ def build_public_app(gateway: Gateway) -> web.Application:
     An Application's server is always aiohttp's own (`web.Server`, `RequestHandler`), so only
     the keep-alive and head-size limits apply here; refused heads in the error shape, the
     header and body timeouts and the connection cap need `build_public_server`."""
+    hide_server_version()
     limits = ClientLimits.from_settings(gateway.settings)
     app = web.Application(
         handler_args={
@@ -120,6 +123,7 @@ _ADMIN_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 def build_admin_app(gateway: Gateway) -> web.Application:
     """/healthz (alive), /readyz (tables loaded, not draining), /metrics (Prometheus)."""
+    hide_server_version()
     app = web.Application(middlewares=[_admin_errors])
     app[GATEWAY] = gateway
 

@@ -37,6 +37,7 @@ from proxy.errors import (
     RateLimited,
     RouteNotFound,
     ServiceUnavailable,
+    UnsupportedMediaType,
 )
 from proxy.executor.client import ExecutorClient, visible_headers
 from proxy.http.request_id import request_id_for
@@ -295,14 +296,21 @@ class Pipeline:
             # In order, repeats and blanks kept: the pool's query grammar refuses what it does
             # not know, so nothing may be dropped here.
             payload["query"] = parse_qsl(ctx.query, keep_blank_values=True)
-            payload["body"] = await self._json_body(request) if route.reads_body else None
+            payload["body"] = (
+                await self._json_body(request, json_only=True) if route.reads_body else None
+            )
             payload["method"] = request.method
         return await self.executor.call(payload, ctx)
 
-    async def _json_body(self, request: web.BaseRequest) -> Any:
-        """The request body as JSON (None when empty): 413 past the limit, 400 if malformed."""
+    async def _json_body(self, request: web.BaseRequest, *, json_only: bool = False) -> Any:
+        """The request body as JSON (None when empty): 413 past the limit, 400 if malformed;
+        `json_only` (an entity's create or update): 415 unless its Content-Type is JSON."""
         if not request.body_exists:
             return None
+        if json_only and not _is_json(request.content_type):
+            raise UnsupportedMediaType(
+                f"Request body must be application/json, not {request.content_type[:64]}"
+            )
         limit = self.handler_body_limit
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
@@ -316,3 +324,10 @@ class Pipeline:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise BadRequest("Malformed JSON body") from None
+
+
+def _is_json(media_type: str) -> bool:
+    """application/json or a `+json` type (RFC 6839), parameters aside (aiohttp strips them)."""
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )

@@ -21,7 +21,7 @@ from proxy.exit_codes import EXIT_FATAL, EXIT_OK
 from proxy.server.app import build_admin_app, build_public_server, public_pipeline
 from proxy.server.gateway import Gateway
 from proxy.server.protocol import ClientLimits
-from proxy.settings import Settings
+from proxy.settings import Settings, cannot_listen
 
 log = logging.getLogger("modgate.server")
 
@@ -44,15 +44,19 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     admin = web.AppRunner(
         build_admin_app(gateway), handle_signals=False, access_log=None, shutdown_timeout=1.0
     )
+    binding = ""  # the setting whose address is being bound, for the error
     try:
         await gateway.start()
         await public.setup()
         await admin.setup()
+        binding = "admin_listen"
         await web.TCPSite(
             admin, listen.admin.host, listen.admin.port, reuse_port=reuse_port
         ).start()
+        binding = ""
         if reuse_port:
             await _until_ready(gateway, STARTUP_WAIT_SECONDS)
+        binding = "listen"
         await web.TCPSite(
             public, listen.public.host, listen.public.port, reuse_port=reuse_port, backlog=1024
         ).start()
@@ -61,7 +65,9 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
         await _cleanup(gateway, public, admin)
         return EXIT_FATAL
     except OSError as exc:
-        log.error("cannot listen: %s", exc)
+        log.error(
+            "%s", cannot_listen(settings, binding, exc) if binding else f"cannot start: {exc}"
+        )
         await _cleanup(gateway, public, admin)
         return EXIT_FATAL
 

@@ -23,6 +23,7 @@ import asyncpg
 
 from proxy.auth.api_keys import hash_key, key_prefix
 from proxy.auth.consumer_keys import ConsumerRecord, generate_consumer_key
+from proxy.auth.endpoints import EndpointRules
 from proxy.auth.key_fields import (
     DEFAULT_ALLOWED_ENDPOINTS,
     DEFAULT_CONSUMER_SCOPES,
@@ -30,6 +31,7 @@ from proxy.auth.key_fields import (
     DEFAULT_RATE_LIMIT_PER_MINUTE,
     InvalidKeyField,
     parse_consumer_scopes,
+    parse_description,
     parse_endpoints,
     parse_name,
     parse_networks,
@@ -38,8 +40,10 @@ from proxy.auth.key_fields import (
 )
 from proxy.errors import StoreError
 from proxy.retry import WriteAttempt
+from proxy.routing.entity_routes import entity_routes
 from proxy.store.commit import write_once
 from proxy.store.migrate import CONNECTION_ERRORS
+from proxy.store.routes import load_modules
 
 _RECORD_COLUMNS = """
 id::text AS id, module_id::text AS module_id, site_id::text AS site_id, key_prefix, key_hash,
@@ -165,9 +169,9 @@ async def create_consumer(
     values = (
         parse_uuid(site_id, "site_id"),
         parse_name(name),
-        description,
+        parse_description(description),
         parse_consumer_scopes(scopes),
-        parse_endpoints(allowed_endpoints),
+        await _routed_endpoints(conn, module, parse_endpoints(allowed_endpoints)),
         parse_rate_limit(rate_limit_per_minute, "rate_limit_per_minute"),
         parse_rate_limit(rate_limit_per_day, "rate_limit_per_day"),
         parse_networks(allowed_ips),
@@ -237,17 +241,24 @@ async def update_consumer(
 ) -> ConsumerSummary | None:
     """Change only the given fields (None: unchanged; an empty list clears it; description
     None removes it); None when there is no such consumer. A revoked one stays revoked."""
+    consumer = parse_uuid(consumer_id, "consumer_id")
+    endpoints = None if allowed_endpoints is None else parse_endpoints(allowed_endpoints)
     args = (
-        parse_uuid(consumer_id, "consumer_id"),
+        consumer,
         None if name is None else parse_name(name),
         description is not _KEEP,
-        None if description is _KEEP else description,
+        None if description is _KEEP else parse_description(description),
         None if scopes is None else parse_consumer_scopes(scopes),
-        None if allowed_endpoints is None else parse_endpoints(allowed_endpoints),
+        endpoints,
         parse_rate_limit(rate_limit_per_minute, "rate_limit_per_minute"),
         parse_rate_limit(rate_limit_per_day, "rate_limit_per_day"),
         None if allowed_ips is None else parse_networks(allowed_ips),
     )
+    if endpoints is not None:
+        module = await _run(conn.fetchval(_MODULE_OF, consumer), "read an API consumer")
+        if module is None:
+            return None
+        await _routed_endpoints(conn, module, endpoints)
     row = await _run(conn.fetchrow(_UPDATE, *args), "update an API consumer")
     return None if row is None else _summary(row)
 
@@ -280,6 +291,57 @@ async def record_consumer_usage(
 
     attempt = attempt if attempt is not None else WriteAttempt()
     await _run(write_once(conn, attempt, update), "record API consumer usage")
+
+
+# -- allowed endpoints against the module's routes ------------------------------------------
+
+_MODULE_OF = "SELECT module_id::text FROM module_api_consumers WHERE id = $1::uuid"
+_ROUTES_SHOWN = 5  # how many of the module's routes a refusal lists
+
+
+async def _routed_endpoints(
+    conn: Any, module_id: str, endpoints: tuple[str, ...]
+) -> tuple[str, ...]:
+    """`endpoints`, once each is found to name at least one of the module's active routes
+    (hand-registered rows and the routes its entities generate), as the gateway will check it
+    (proxy/auth/endpoints.py); InvalidKeyField for the first that names none. An endpoint that
+    matches nothing would lock the consumer out with nothing to say why. A module without a
+    modgate_modules row or routes is left to the insert (its foreign key names it)."""
+    if all(endpoint == "*" for endpoint in endpoints):
+        return endpoints
+    modules = await load_modules(conn, [module_id])
+    if not modules:
+        return endpoints
+    [module] = modules
+    routes = [(route.method, route.path) for route in module.routes]
+    routes += [
+        (generated.spec.method, generated.spec.path)
+        for entity in module.entities
+        for generated in entity_routes(entity)
+    ]
+    for endpoint in endpoints:
+        rules = EndpointRules((endpoint,))
+        if any(rules.allows(method, path) for method, path in routes):
+            continue
+        if not routes:
+            raise InvalidKeyField(
+                "allowed_endpoints",
+                f"{endpoint!r} matches no route: module {module_id} has no routes "
+                "(register them first: modgate routes apply)",
+            )
+        shown = sorted({f"{method} {path}" for method, path in routes})
+        more = f", ... ({len(shown)} in all)" if len(shown) > _ROUTES_SHOWN else ""
+        hint = (
+            "; a last segment * names a route whose own path ends in *, not every path below"
+            if endpoint.endswith("/*")
+            else ""
+        )
+        raise InvalidKeyField(
+            "allowed_endpoints",
+            f"{endpoint!r} matches no route of module {module_id}{hint} "
+            f"(its routes: {', '.join(shown[:_ROUTES_SHOWN])}{more})",
+        )
+    return endpoints
 
 
 # -- rows -----------------------------------------------------------------------------------

@@ -14,20 +14,26 @@ columns from the catalog: the table must exist, have `site_id` (every row belong
 `id` (read, update and delete find rows by it; a list's keyset cursor breaks ties with it, so
 every entity needs it), and a column of a compatible type for each field (`created_at` and
 `updated_at` are timestamp fields by the manifest's rule, so their columns are timestamps).
+
+The check also completes the entity with what the table has: a `created_at` or `updated_at`
+timestamp column the entity does not declare becomes a readonly field of the stored entity
+(the issue's contract: a list sorts by `created_at` and an update sets `updated_at` "when the
+table has it"; the pool sees only the stored entity, so the table's columns must be in it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from proxy.errors import ManifestError
 from proxy.executor.data_access import physical_table
-from proxy.routing.entities import EntityConfig
-from proxy.routing.entities_manifest import parse_entity
+from proxy.routing.entities import EntityConfig, FieldConfig
+from proxy.routing.entities_manifest import TIMESTAMP_FIELDS, TIMESTAMP_TYPES, parse_entity
 from proxy.routing.model import ModuleSpec
 
 log = logging.getLogger("modgate.store")
@@ -117,15 +123,17 @@ def entity_columns(modules: Sequence[ModuleSpec]) -> list[list[Any]]:
     return columns
 
 
-async def check_entity_tables(conn: Any, modules: Sequence[ModuleSpec]) -> None:
-    """ManifestError naming every entity whose table or fields the database does not have."""
+async def check_entity_tables(conn: Any, modules: Sequence[ModuleSpec]) -> list[ModuleSpec]:
+    """`modules`, their entities completed with the table's `created_at`/`updated_at`
+    (with_table_timestamps), or ManifestError naming every entity whose table or fields the
+    database does not have."""
     wanted = [
         (module, entity, physical_table(module.id, entity.table))
         for module in modules
         for entity in module.entities
     ]
     if not wanted:
-        return
+        return list(modules)
     rows = await conn.fetch(_COLUMNS, sorted({table for _, _, table in wanted}))
     tables: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -160,3 +168,30 @@ async def check_entity_tables(conn: Any, modules: Sequence[ModuleSpec]) -> None:
                 )
     if problems:
         raise ManifestError("; ".join(problems))
+    return [
+        dataclasses.replace(
+            module,
+            entities=tuple(
+                with_table_timestamps(entity, tables[physical_table(module.id, entity.table)])
+                for entity in module.entities
+            ),
+        )
+        if module.entities
+        else module
+        for module in modules
+    ]
+
+
+def with_table_timestamps(entity: EntityConfig, columns: Mapping[str, Any]) -> EntityConfig:
+    """`entity` with a readonly field for each `created_at`/`updated_at` timestamp column of
+    its table that it does not declare (a column of another type is left out: it has no
+    meaning to the pool)."""
+    declared = {field.name for field in entity.fields}
+    added = tuple(
+        FieldConfig(name=name, type=columns[name]["type_name"], readonly=True)
+        for name in TIMESTAMP_FIELDS
+        if name not in declared
+        and name in columns
+        and columns[name]["type_name"] in TIMESTAMP_TYPES
+    )
+    return dataclasses.replace(entity, fields=entity.fields + added) if added else entity

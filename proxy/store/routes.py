@@ -203,10 +203,10 @@ async def apply_manifest(conn: Any, manifest: Manifest) -> list[ModuleApplyResul
     module_ids = [m.id for m in modules]
     names, upstreams = [m.name for m in modules], [m.upstream for m in modules]
     columns = _route_columns(modules)
-    entities = entity_columns(modules)
     try:
         async with conn.transaction():
-            await check_entity_tables(conn, modules)
+            # Entities as stored: completed with their tables' created_at/updated_at.
+            entities = entity_columns(await check_entity_tables(conn, modules))
             await conn.execute(_UPSERT_MODULES, module_ids, names, upstreams)
             upserted = Counter(row[0] for row in await conn.fetch(_UPSERT_ROUTES, *columns))
             deactivated = Counter(

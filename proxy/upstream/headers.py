@@ -66,7 +66,9 @@ PROTECTED_FROM_CONNECTION = frozenset({b"content-length", b"transfer-encoding", 
 # Compared with raw header names as they come off the wire (bytes, lowercased).
 REQUEST_DROP_TRUSTED = frozenset(name.encode() for name in HOP_BY_HOP | IDENTITY | _GATEWAY_SET)
 REQUEST_DROP_RAW = REQUEST_DROP_TRUSTED | frozenset(name.encode() for name in _CLIENT_ADDRESS)
-RESPONSE_DROP_RAW = frozenset(name.encode() for name in HOP_BY_HOP | {"x-request-id"})
+# An upstream's Server header goes too (as Envoy and nginx do): it names the module's software
+# and version, and the gateway's own (`modgate`, proxy/http/server_header.py) takes its place.
+RESPONSE_DROP_RAW = frozenset(name.encode() for name in HOP_BY_HOP | {"x-request-id", "server"})
 
 
 def _raw_connection_tokens(raw: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -130,7 +132,7 @@ def response_header_pairs(
     raw: Sequence[tuple[bytes, bytes]], has_connection: bool
 ) -> list[tuple[str, str]]:
     """An upstream's response headers to relay (decoded as aiohttp decodes them), without
-    hop-by-hop headers, the names its Connection header lists and X-Request-ID."""
+    hop-by-hop headers, the names its Connection header lists, X-Request-ID and Server."""
     drop = RESPONSE_DROP_RAW
     if has_connection:
         drop = drop | _raw_connection_tokens(raw)

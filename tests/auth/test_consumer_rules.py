@@ -44,6 +44,47 @@ def test_endpoints_normalize_and_match_the_route_template() -> None:
     for bad in ("products", "FETCH /x", "GET products", "GET /a b", "GET /a?x=1"):
         with pytest.raises(InvalidKeyField, match="is not an endpoint"):
             parse_endpoints([bad])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "GET /products/:id'",  # a stray quote: no parameter name holds one
+        "GET /products/:",
+        "GET /products/:1d",
+        "GET /products//x",
+        "GET /products//",
+        "GET /a%2Fb",
+        "GET /a:b",
+        "GET /products/*/x",  # '*' only as the last segment, as in a route's path
+        "GET /products*",
+        "GET /*x",
+        "HEAD /products",
+        "GET /a\x1b[2J",
+        "GET /caf\u00e9",
+        "GET /a\tb",
+    ],
+)
+def test_endpoint_paths_are_what_a_route_template_can_be(bad: str) -> None:
+    with pytest.raises(InvalidKeyField) as caught:
+        parse_endpoints([bad])
+    assert str(caught.value) == (
+        f"allowed_endpoints: {bad!r} is not an endpoint: expected '*' or 'METHOD /path' "
+        "(METHOD one of GET POST PUT PATCH DELETE or *; each path segment literal text of "
+        "letters, digits and -._~!$&'()+,;=@, :name for a parameter, or a last segment * as "
+        "in a route's own path)"
+    )
+
+
+def test_a_last_star_names_the_wildcard_route_not_a_prefix() -> None:
+    assert parse_endpoints(["get /files/*", "* /", "GET /v1.2/a_b-c~d/:p_1"]) == (
+        "GET /files/*",
+        "* /",
+        "GET /v1.2/a_b-c~d/:p_1",
+    )
+    rules = EndpointRules(parse_endpoints(["GET /files/*"]))
+    assert rules.allows("GET", "/files/*")
+    assert not rules.allows("GET", "/files/:id") and not rules.allows("GET", "/files")
     rules = EndpointRules(parse_endpoints(["GET /products/:id", "* /orders"]))
     assert rules.allows("GET", "/products/:productId")
     assert not rules.allows("PATCH", "/products/:id") and not rules.allows("GET", "/products")

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import jwt as pyjwt
 import pytest
+from multidict import CIMultiDict
 from prometheus_client import REGISTRY
 
 from proxy.auth.api_keys import generate_key
@@ -170,6 +171,37 @@ async def test_failures_are_401_and_all_look_the_same(start: Any, seeded: str) -
         body = await r.json()
         bodies.append((body["error"], body["code"]))
     assert len(set(bodies)) == 1, bodies
+
+
+async def test_ambiguous_credentials_are_401(start: Any, seeded: str) -> None:
+    client = await start()
+    key, _ = await _key(seeded)
+    consumer_key = "dk_" + "A" * 43
+    for pairs in (
+        [("X-API-Key", key), ("X-API-Key", key)],
+        [("X-API-Key", key), ("X-API-Key", "not-a-key")],
+        [("Authorization", f"Bearer {consumer_key}"), ("Authorization", "Bearer x.y.z")],
+        [("X-API-Key", key), ("Authorization", "bearer " + consumer_key)],
+        [("X-API-Key", consumer_key), ("Authorization", f"Bearer {consumer_key}")],
+    ):
+        r = await client.get("/api/modules/crm/contacts/7", headers=CIMultiDict(pairs))
+        assert r.status == 401, pairs
+        assert r.headers["WWW-Authenticate"] == 'Bearer realm="modgate"'
+        body = await r.json()
+        assert (body["code"], body["error"]) == (
+            "unauthorized",
+            "Ambiguous credentials: send at most one X-API-Key and one Authorization header, "
+            "and a dk_ key in only one of them",
+        ), pairs
+
+    # X-API-Key for the gateway and a Bearer token for the module (not checked here, kept).
+    r = await client.get(
+        "/api/modules/crm/contacts/7",
+        headers={"X-API-Key": key, "Authorization": "Bearer the-module's-own.token"},
+    )
+    assert r.status == 200
+    seen = _seen(await r.json())
+    assert seen["authorization"] == "Bearer the-module's-own.token" and "x-api-key" not in seen
 
 
 async def test_wrong_module_scope_ip_and_origin_are_403(start: Any, seeded: str) -> None:

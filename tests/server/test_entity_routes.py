@@ -202,8 +202,35 @@ async def test_bodies_follow_the_function_routes_rules(start: Any) -> None:
     pool = FakePool()
     client = await start(pool=pool, max_body_bytes=64)
     url = "/api/modules/crm/products"
-    r = await client.post(url, headers=token(), data=b'{"title": ')
+    headers = {**token(), "Content-Type": "application/json"}
+    r = await client.post(url, headers=headers, data=b'{"title": ')
     assert (r.status, (await r.json())["code"]) == (400, "bad_request")
-    r = await client.post(url, headers=token(), data=b'{"title": "' + b"x" * 100 + b'"}')
+    r = await client.post(url, headers=headers, data=b'{"title": "' + b"x" * 100 + b'"}')
     assert (r.status, (await r.json())["code"]) == (413, "payload_too_large")
     assert pool.calls == []
+
+
+async def test_create_and_update_bodies_must_be_json(start: Any) -> None:
+    pool = FakePool()
+    client = await start(pool=pool)
+    url = "/api/modules/crm/products"
+    body = b'{"title": "Tea"}'
+    for method, path in (("POST", url), ("PATCH", url + "/7"), ("PUT", url + "/7")):
+        # "": no type at all, which aiohttp reads as application/octet-stream
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
+            headers = {**token(), "Content-Type": content_type}
+            r = await client.request(method, path, headers=headers, data=body)
+            answer = await r.json()
+            assert (r.status, answer["code"]) == (415, "unsupported_media_type"), content_type
+            assert answer["error"].startswith("Request body must be application/json, not ")
+            assert set(answer) == {"error", "code", "request_id"}
+    assert pool.calls == []
+    for content_type in ("application/json", "application/json; charset=utf-8",
+                         "application/merge-patch+json", "Application/JSON"):  # fmt: skip
+        headers = {**token(), "Content-Type": content_type}
+        r = await client.patch(url + "/7", headers=headers, data=body)
+        assert r.status == 200, content_type
+    assert [c["body"] for c in pool.calls] == [{"title": "Tea"}] * 4
+    # No body, no type needed (the pool answers "body must be a JSON object" itself).
+    r = await client.post(url, headers=token())
+    assert r.status == 201 and pool.calls[-1]["body"] is None

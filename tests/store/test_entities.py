@@ -81,6 +81,28 @@ async def test_entities_round_trip_and_reapply_writes_nothing(conn: asyncpg.Conn
     assert loaded.entities == changed.modules[0].entities
 
 
+async def test_the_tables_created_at_and_updated_at_become_readonly_fields(
+    conn: asyncpg.Connection,
+) -> None:
+    # "when the table has it": the pool sees only the stored entity, so apply adds them.
+    await conn.execute(f"ALTER TABLE {TABLE} ALTER COLUMN updated_at TYPE timestamp")
+    entity = {"name": "products", "fields": FIELDS[:2], "sortable": ["title"]}
+    await apply_manifest(conn, shop(entity))
+    (loaded,) = await load_modules(conn)
+    assert [f.as_json() for f in loaded.entities[0].fields[2:]] == [
+        {"name": "created_at", "type": "timestamptz", "required": False, "readonly": True,
+         "hidden": False},
+        {"name": "updated_at", "type": "timestamp", "required": False, "readonly": True,
+         "hidden": False},
+    ]  # fmt: skip
+    # Declared ones are kept as declared; a column of another type is no timestamp to add.
+    await conn.execute(f"ALTER TABLE {TABLE} ALTER COLUMN updated_at TYPE text")
+    declared = {**entity, "fields": [*FIELDS[:2], {"name": "created_at", "type": "timestamptz"}]}
+    await apply_manifest(conn, shop(declared))
+    (loaded,) = await load_modules(conn)
+    assert loaded.entities == shop(declared).modules[0].entities
+
+
 async def test_a_row_that_does_not_validate_is_left_out(
     conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:

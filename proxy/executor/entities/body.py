@@ -1,12 +1,14 @@
 """A create or update body, checked and reduced to the values that may be written.
 
 As the seed's `filterInputFields`: only writable fields are written (schema.py: not readonly,
-not hidden, never site_id, and not updated_at when an update sets it); anything else the body
-carries (a readonly field, site_id, a key the entity does not declare) is dropped silently, so a
-client may send back a row it read. What is written is checked as the seed's `validateInput`
+not hidden, never site_id, and not updated_at when an update sets it). The other fields the
+entity declares (readonly, hidden) and `site_id` are dropped silently, so a client may send back
+a row it read; a key that is no field of the entity is refused ("<key> is not a field of
+<entity>"), so a typo is not lost. What is written is checked as the seed's `validateInput`
 does, with the seed's messages: a required writable field missing (create, and PUT, which
 replaces the row) is "<field> is required"; a value of the wrong type is "<field> must be of type
-<type>". null clears a field that is not required; on a required one it is refused.
+<type>". null clears a field that is not required; on a required one it is refused. A string
+holding NUL (U+0000), anywhere in the value, is refused: Postgres cannot store it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from proxy.errors import ValidationFailed
-from proxy.executor.entities.schema import EntitySchema
-from proxy.executor.entities.values import body_value_ok
+from proxy.executor.entities.schema import SITE, EntitySchema
+from proxy.executor.entities.values import body_value_ok, has_nul
 
 Mode = Literal["create", "replace", "patch"]
 
@@ -24,7 +26,11 @@ def writable_values(schema: EntitySchema, body: Any, mode: Mode) -> dict[str, An
     """The fields to write, in the config's order, or ValidationFailed naming every problem."""
     if not isinstance(body, dict):
         raise ValidationFailed(["body must be a JSON object"])
-    problems: list[str] = []
+    problems = [
+        f"{str(key)[:64]} is not a field of {schema.name}"
+        for key in body
+        if key not in schema.fields and key != SITE
+    ]
     values: dict[str, Any] = {}
     for name in schema.writable:
         field = schema.fields[name]
@@ -38,6 +44,8 @@ def writable_values(schema: EntitySchema, body: Any, mode: Mode) -> dict[str, An
                 problems.append(f"{name} must not be null")
         elif not body_value_ok(value, field.type):
             problems.append(f"{name} must be of type {field.type}")
+        elif has_nul(value):
+            problems.append(f"{name} must not contain the NUL character (\\u0000)")
         values[name] = value
     if problems:
         raise ValidationFailed(problems)

@@ -227,3 +227,12 @@ def _after(s: _Sql, query: ListQuery) -> list[str]:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def probe_statement(schema: EntitySchema, name: str, values: list[Any]) -> EntityStatement:
+    """Whether `values` fit column `name`, read from no row (the table's row type only, so no
+    site condition): the error path's way of finding which input Postgres refused (call.py).
+    Yields the number of values, or fails as the statement that carried them failed."""
+    b = StatementBuilder(schema.physical, quote_identifier(schema.config.table))
+    records = b.typed([{name: value} for value in values], many=True)
+    return EntityStatement(f"SELECT count({b.column(name)}) FROM {records}", tuple(b.args))

@@ -5,7 +5,9 @@ and a query string's values (text, so each type says which spellings it takes).
 Checked values are bound as JSON and take their column's type in Postgres
 (`jsonb_populate_record`, as `ctx.db` does); query values stay text (Postgres parses "12.50"
 into a numeric column exactly, where a float would round). What Postgres still refuses (a
-varchar too long, a constraint) comes back as a 400 too (call.py).
+varchar too long, a constraint) comes back as a 400 naming the field or parameter (call.py).
+A NUL character is refused here, in any string of any value: Postgres's text and jsonb cannot
+hold one, and its error would name neither.
 """
 
 from __future__ import annotations
@@ -79,6 +81,35 @@ def query_value_ok(text: str, kind: str) -> bool:
         return text in ("true", "false")
     if kind in ("timestamp", "timestamptz"):
         return _timestamp(text)
+    return False
+
+
+# What Postgres's `::text` may render for a value that no client spells (a keyset cursor's).
+_SPECIAL: Final = {
+    "number": frozenset({"NaN", "Infinity", "-Infinity"}),
+    "decimal": frozenset({"NaN", "Infinity", "-Infinity"}),
+    "timestamp": frozenset({"infinity", "-infinity"}),
+    "timestamptz": frozenset({"infinity", "-infinity"}),
+}
+
+
+def cursor_value_ok(text: str, kind: str) -> bool:
+    """Whether a cursor's value (a column rendered by Postgres as text) fits a field of the
+    scalar type `kind`: a query string's spellings, Postgres's own (`2026-11-30 07:58:09+00`
+    is ISO 8601 to Python too) and its special values."""
+    if kind not in SCALAR_TYPES:
+        return False
+    return "\x00" not in text and (query_value_ok(text, kind) or text in _SPECIAL.get(kind, ()))
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a JSON value holds the NUL character in any string (keys included)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
     return False
 
 

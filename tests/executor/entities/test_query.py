@@ -154,7 +154,17 @@ def test_a_body_must_be_an_object(body: object) -> None:
     assert caught.value.details == ["body must be a JSON object"]
 
 
-def test_readonly_hidden_site_and_unknown_keys_are_dropped() -> None:
+def test_readonly_hidden_and_site_id_are_dropped() -> None:
     body = {"name": "x", "id": "y", "secret": "s", "site_id": "z", "created_at": "t",
-            "updated_at": "u", "other": 1, "meta": None}  # fmt: skip
+            "updated_at": "u", "meta": None}  # fmt: skip
     assert writable_values(schema(), body, "create") == {"name": "x", "meta": None}
+
+
+def test_keys_that_are_no_field_are_refused() -> None:
+    body = {"name": "x", "colour": "red", "Name": "y", "site_id": "z"}
+    with pytest.raises(ValidationFailed) as caught:
+        writable_values(schema(), body, "patch")
+    assert caught.value.details == [
+        "colour is not a field of products",
+        "Name is not a field of products",
+    ]

@@ -11,7 +11,7 @@ import pytest
 
 from proxy.executor.service import Executor, build_executor_app
 from proxy.settings import load_settings
-from tests.executor.entities.products import SCHEMA_SQL, payload
+from tests.executor.entities.products import SCHEMA_SQL, SITE_B, payload
 
 
 async def executor_client(aiohttp_client: Any, tmp_path: Path, **overrides: Any) -> Any:
@@ -80,6 +80,29 @@ async def test_validation_failures_carry_details(client: Any) -> None:
         client, payload("read", row_id="00000000-0000-4000-8000-000000000000", query=[("x", "1")])
     )
     assert (status, body["details"]) == (400, ["x is not a query parameter of read"])
+
+
+async def test_refusals_by_postgres_name_the_field_never_the_detail(client: Any) -> None:
+    status, _ = await post(client, payload("create", body={"name": "a", "sku": "S-1"}))
+    assert status == 201
+    # The other site's create of the same sku is fine: the constraint includes site_id.
+    status, _ = await post(client, payload("create", site=SITE_B, body={"name": "a", "sku": "S-1"}))
+    assert status == 201
+    cases = [
+        ({"name": "b", "sku": "S-1"}, ["sku already exists"]),
+        ({"name": "b", "price": "1e400"}, ["price: numeric field overflow"]),
+        ({"name": "b", "colour": "red"}, ["colour is not a field of products"]),
+        ({"name": "b\x00"}, ["name must not contain the NUL character (\\u0000)"]),
+    ]
+    for body, details in cases:
+        status, answer = await post(client, payload("create", body=body))
+        assert (status, answer["code"], answer["details"]) == (400, "validation_failed", details)
+        assert "S-1" not in str(answer)  # the conflicting value is never echoed
+    status, answer = await post(client, payload("list", query=[("sku[like]", "S\\")]))
+    assert (status, answer["details"]) == (
+        400,
+        ["sku[like]: a pattern must not end with a lone backslash (\\ escapes)"],
+    )
 
 
 async def test_a_malformed_entity_call_is_a_bad_request(client: Any) -> None:

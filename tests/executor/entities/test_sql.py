@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,7 +84,9 @@ def test_every_list_query_binds_the_site(
     pairs += [(k, v) for k, v in (("sort", sort), ("order", order), ("search", search)) if v]
     if cursor is not None:
         fingerprint = parse_list_query(pairs, s).fingerprint
-        value = "null" if cursor == "null" else f'"{MARK}"'
+        # A value of the sort field's type (a cursor's values are checked against them).
+        typed = {"name": MARK, "price": "1.5", "stock": "3"}.get(sort or "", "2024-01-01 00:00+00")
+        value = "null" if cursor == "null" else orjson.dumps(typed).decode()
         pairs.append(("cursor", cursors.encode(f'[{value}, "{ROW}"]', 3, fingerprint)))
     elif page is not None:
         pairs.append(("page", page))
