@@ -74,17 +74,17 @@ from bench.run import (
     pinned,
     start_serve,
 )
-from proxy.executor.data_access import physical_table
 from proxy.executor.entities.query import parse_list_query
 from proxy.executor.entities.schema import schema_from_config
 from proxy.executor.entities.sql import list_statement, read_statement
 from proxy.routing.entities_manifest import parse_entity
 from proxy.store.keys import create_key
 from proxy.store.migrate import migrate
+from tests.support.gateway import MODULE_ID
 from tests.support.process import MODGATE, ServeProcess, free_port
+from tests.support.shop import CREATE_PRODUCTS, PRODUCTS_TABLE, products, shop_manifest
 
-MODULE_ID = "6f1c2a9e-3b7d-4e2a-9c1f-0a5b8d7e4c21"
-TABLE = physical_table(MODULE_ID, "products")
+TABLE = PRODUCTS_TABLE
 SITES = 100
 WARMUP = 20  # requests of each kind not counted: connections, the isolate, caches
 LIMIT = 20  # the default page size
@@ -92,24 +92,7 @@ TARGET_P95_MS = 20.0
 TARGET_THROUGHPUT_RATIO = 0.5
 WRK_IDS = 1000
 
-ENTITY: dict[str, Any] = {
-    "name": "products",
-    "table": "products",
-    "fields": [
-        {"name": "id", "type": "uuid", "readonly": True},
-        {"name": "name", "type": "string", "required": True},
-        {"name": "sku", "type": "string"},
-        {"name": "price", "type": "decimal"},
-        {"name": "cost", "type": "decimal", "hidden": True},
-        {"name": "status", "type": "string", "readonly": True},
-        {"name": "created_at", "type": "timestamptz", "readonly": True},
-        {"name": "updated_at", "type": "timestamptz", "readonly": True},
-    ],
-    "operations": ["list", "read", "create", "update", "delete"],
-    "filters": ["name", "sku", "price"],
-    "sortable": ["name", "price", "created_at"],
-    "searchable": ["name", "sku"],
-}
+ENTITY = products()
 NOOP_ROUTE = {
     "path": "/noop",
     "method": "GET",
@@ -118,19 +101,7 @@ NOOP_ROUTE = {
     "required_scopes": ["read:products"],  # the same key, authentication and limiter
 }
 
-CREATE_TABLE = f"""
-CREATE EXTENSION IF NOT EXISTS pg_trgm;
-CREATE TABLE {TABLE} (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  site_id uuid NOT NULL,
-  name text NOT NULL,
-  sku text,
-  price numeric(10, 2),
-  cost numeric(10, 2),
-  status text NOT NULL DEFAULT 'draft',
-  created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
-)"""
+CREATE_TABLE = "CREATE EXTENSION IF NOT EXISTS pg_trgm;" + CREATE_PRODUCTS
 # Row g: site g % 100 (so a site's rows are spread over the whole heap), created g seconds
 # before the start (distinct timestamps, newest first = smallest g), a price cycling 0..999.99.
 FILL = f"""
@@ -193,9 +164,7 @@ async def build_table(dsn: str, rows: int, sites: list[str]) -> list[str]:
 
 async def apply_manifest_cli(cwd: str, dsn: str) -> str:
     """`modgate routes apply -f` of the module's manifest, as a user runs it."""
-    manifest = {
-        "modules": [{"id": MODULE_ID, "name": "shop", "routes": [NOOP_ROUTE], "entities": [ENTITY]}]
-    }
+    manifest = shop_manifest(routes=[NOOP_ROUTE])
     path = Path(cwd, "shop.yaml")
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODGATE_")}

@@ -25,15 +25,16 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 from multidict import CIMultiDictProxy
 
-from proxy.auth.api_keys import hash_key, is_well_formed, key_prefix
+from proxy.auth.api_keys import API_KEY_FORMAT, KeyFormat, hash_key, key_prefix
 from proxy.auth.client_address import IPAddress, in_networks
-from proxy.auth.consumer_keys import CONSUMER_KEY_PREFIX, is_well_formed_consumer_key
+from proxy.auth.consumer_keys import CONSUMER_KEY_FORMAT, CONSUMER_KEY_PREFIX
 from proxy.auth.consumers import Consumer, ConsumerDirectory
+from proxy.auth.credential_directory import Compiled, CredentialDirectory
 from proxy.auth.key_directory import ApiKey, KeyDirectory
 from proxy.auth.key_fields import canonical_uuid
 from proxy.auth.principal import ANONYMOUS, API_KEY, CONSUMER, JWT, Principal
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from proxy.routing.model import RouteSpec
 
 log = logging.getLogger("modgate.auth")
+E = TypeVar("E", bound=Compiled)
 
 ANONYMOUS_GRANTS = Grants(("read:*",))  # the seed's anonymous context: read scopes only
 _BEARER = "bearer "
@@ -133,15 +135,7 @@ class Authenticator:
         return Principal(ANONYMOUS, ANONYMOUS_GRANTS, site_id=site_id)
 
     async def _by_api_key(self, key: str) -> Principal:
-        if not is_well_formed(key):
-            raise _unauthorized("malformed_key")
-        key_hash = hash_key(key)
-        found = await self.keys.lookup(key_hash)
-        # The directory is keyed by hash; comparing again in constant time keeps the last step
-        # free of timing differences even if a lookup structure ever compares by prefix.
-        if found is None or not hmac.compare_digest(found.record.key_hash, key_hash):
-            self._log_failure("unknown_key", key)
-            raise _unauthorized("unknown_key")
+        found = await self._look_up(self.keys, API_KEY_FORMAT, key, "unknown_key")
         if found.revoked:
             self._log_failure("revoked_key", key)
             raise _unauthorized("revoked_key")
@@ -159,13 +153,7 @@ class Authenticator:
         )
 
     async def _by_consumer(self, key: str, header: str) -> Principal:
-        if not is_well_formed_consumer_key(key):
-            raise _unauthorized("malformed_key")
-        key_hash = hash_key(key)
-        found = await self.consumers.lookup(key_hash) if self.consumers is not None else None
-        if found is None or not hmac.compare_digest(found.record.key_hash, key_hash):
-            self._log_failure("unknown_consumer", key)
-            raise _unauthorized("unknown_consumer")
+        found = await self._look_up(self.consumers, CONSUMER_KEY_FORMAT, key, "unknown_consumer")
         # Inactive consumers are never cached (the directory drops them on NOTIFY).
         if self.consumer_usage is not None:
             self.consumer_usage.record(found.record.id)
@@ -176,6 +164,25 @@ class Authenticator:
             consumer=found,
             credential_header=header,
         )
+
+    async def _look_up(
+        self,
+        directory: CredentialDirectory[Any, E] | None,
+        key_format: KeyFormat,
+        key: str,
+        unknown: str,
+    ) -> E:
+        """The credential `key` names in `directory`; 401 `malformed_key` or `unknown`."""
+        if not key_format.is_well_formed(key):
+            raise _unauthorized("malformed_key")
+        key_hash = hash_key(key)
+        found = None if directory is None else await directory.lookup(key_hash)
+        # The directory is keyed by hash; comparing again in constant time keeps the last step
+        # free of timing differences even if a lookup structure ever compares by prefix.
+        if found is None or not hmac.compare_digest(found.record.key_hash, key_hash):
+            self._log_failure(unknown, key)
+            raise _unauthorized(unknown)
+        return found
 
     async def _by_jwt(self, token: str) -> Principal:
         if self.jwt is None:

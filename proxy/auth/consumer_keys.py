@@ -7,11 +7,11 @@ key is shown once, at creation. The seed stores its consumer keys in plain text:
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import dataclass
 from typing import Final
 
+from proxy.auth.api_keys import KeyFormat
 from proxy.auth.key_fields import (
     DEFAULT_ALLOWED_ENDPOINTS,
     DEFAULT_CONSUMER_SCOPES,
@@ -19,24 +19,16 @@ from proxy.auth.key_fields import (
     DEFAULT_RATE_LIMIT_PER_MINUTE,
 )
 
-CONSUMER_KEY_PREFIX: Final = "dk_"
-_KEY_RE = re.compile(r"dk_[A-Za-z0-9_-]{43}")
-
-
-def generate_consumer_key() -> str:
-    """A new consumer key from 32 random bytes."""
-    return CONSUMER_KEY_PREFIX + secrets.token_urlsafe(32)
+CONSUMER_KEY_FORMAT: Final = KeyFormat("dk_", secrets.token_urlsafe, "[A-Za-z0-9_-]{43}")
+CONSUMER_KEY_PREFIX: Final = CONSUMER_KEY_FORMAT.prefix
+generate_consumer_key = CONSUMER_KEY_FORMAT.generate
+is_well_formed_consumer_key = CONSUMER_KEY_FORMAT.is_well_formed
 
 
 def is_consumer_key(credential: str) -> bool:
     """Whether a presented credential is meant as a consumer key (a prefix test: the only
     cost a module-key or JWT caller pays for consumers)."""
     return credential.startswith(CONSUMER_KEY_PREFIX)
-
-
-def is_well_formed_consumer_key(key: str) -> bool:
-    """Shape check only; a malformed key is refused without any lookup."""
-    return _KEY_RE.fullmatch(key) is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,23 +9,21 @@ failed or the consumer does not exist, 2 bad usage or a bad value (one line nami
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from proxy.auth.key_fields import (
-    CONSUMER_SCOPES,
-    DEFAULT_RATE_LIMIT_PER_DAY,
-    DEFAULT_RATE_LIMIT_PER_MINUTE,
-)
+from proxy.auth.key_fields import CONSUMER_SCOPES
 from proxy.cli.credentials import (
-    EXIT_NOT_FOUND,
-    as_dict,
-    print_table,
+    add_limit_args,
+    add_list_action,
+    given,
+    not_found,
+    print_created,
+    print_listing,
+    print_updated,
     rate_limits,
     replacement,
-    show,
+    require_changes,
+    shown,
     when,
     with_connection,
 )
@@ -48,6 +46,11 @@ _FLAGS = {
     "consumer_id": "CONSUMER_ID",
 }
 _SCOPES = ", ".join(CONSUMER_SCOPES)
+_LIST_HEADER = ("ID", "PREFIX", "NAME", "SITE", "SCOPES", "ENDPOINTS", "STATUS", "LAST REQUEST",
+                "REQUESTS")  # fmt: skip
+# What `update` prints of a consumer, then allowed_ips ("any" when empty) and the status.
+_UPDATE_SHOWN = ("name", "description", "scopes", "allowed_endpoints", "rate_limit_per_minute",
+                 "rate_limit_per_day")  # fmt: skip
 
 
 def add_consumers_commands(sub: Any) -> None:
@@ -75,16 +78,12 @@ def add_consumers_commands(sub: Any) -> None:
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=cmd_create)
 
-    listing = actions.add_parser(
-        "list",
-        help="list consumers (prefix, never the key or its hash)",
-        description="List consumers, newest first. Revoked ones are hidden unless --all.",
+    listing = add_list_action(
+        actions,
+        "consumers",
+        "List consumers, newest first. Revoked ones are hidden unless --all.",
+        cmd_list,
     )
-    listing.add_argument("--module", metavar="UUID", help="only this module's consumers")
-    listing.add_argument("--site", metavar="UUID", help="only this site's consumers")
-    listing.add_argument("--all", action="store_true", help="include revoked consumers")
-    listing.add_argument("--json", action="store_true", help="print a JSON list")
-    listing.set_defaults(func=cmd_list)
 
     revoke = actions.add_parser(
         "revoke",
@@ -133,32 +132,15 @@ def _grant_args(parser: argparse.ArgumentParser, *, default: bool) -> None:
         help="'*' or 'METHOD /path' ('GET /products/:id', '* /orders') the consumer may call "
         f"(repeatable{replaces}" + ("; default '*')" if default else ")"),
     )
-    for unit, fallback in (
-        ("minute", DEFAULT_RATE_LIMIT_PER_MINUTE),
-        ("day", DEFAULT_RATE_LIMIT_PER_DAY),
-    ):
-        parser.add_argument(
-            f"--rate-limit-per-{unit}",
-            metavar="N",
-            help=f"requests per {unit}" + (f" (default {fallback})" if default else ""),
-        )
-    parser.add_argument(
-        "--allowed-ip",
-        action="append",
-        metavar="IP_OR_CIDR",
-        help=f"accept calls only from this address or network (repeatable; none = any{replaces})",
-    )
+    add_limit_args(parser, default=default)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
     from proxy.store.consumers import create_consumer
 
-    given: dict[str, Any] = {
-        "scopes": args.scope,
-        "allowed_endpoints": args.allowed_endpoint,
-        **rate_limits(args),
-    }
-    given = {k: v for k, v in given.items() if v is not None}  # absent: the defaults
+    grants = given(
+        {"scopes": args.scope, "allowed_endpoints": args.allowed_endpoint, **rate_limits(args)}
+    )  # absent: the defaults
 
     summary, key = with_connection(
         args,
@@ -169,22 +151,16 @@ def cmd_create(args: argparse.Namespace) -> int:
             name=args.name,
             description=args.description,
             allowed_ips=args.allowed_ip or (),
-            **given,
+            **grants,
         ),
         _FLAGS,
     )
-    if args.json:
-        fields = (
-            "id", "key_prefix", "name", "description", "module_id", "site_id", "scopes",
-            "allowed_endpoints", "rate_limit_per_minute", "rate_limit_per_day", "allowed_ips",
-            "is_active", "created_at",
-        )  # fmt: skip
-        print(orjson.dumps({"key": key, **{f: getattr(summary, f) for f in fields}}).decode())
-        return 0
-    print(f"created consumer {summary.id} ({summary.key_prefix}) {summary.name!r}")
-    print(f"key: {key}")
-    print("This key is shown only once and cannot be shown again: store it now.")
-    return 0
+    fields = (
+        "id", "key_prefix", "name", "description", "module_id", "site_id", "scopes",
+        "allowed_endpoints", "rate_limit_per_minute", "rate_limit_per_day", "allowed_ips",
+        "is_active", "created_at",
+    )  # fmt: skip
+    return print_created(args, "consumer", summary, key, fields)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -197,16 +173,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         ),
         _FLAGS,
     )
-    if args.json:
-        print(orjson.dumps([{**as_dict(s), "status": _status(s)} for s in summaries]).decode())
-        return 0
-    if not summaries:
-        print("no consumers")
-        return 0
-    header = ("ID", "PREFIX", "NAME", "SITE", "SCOPES", "ENDPOINTS", "STATUS", "LAST REQUEST",
-              "REQUESTS")  # fmt: skip
-    rows = [
-        (
+    return print_listing(
+        args,
+        summaries,
+        _status,
+        none="no consumers",
+        header=_LIST_HEADER,
+        row=lambda s: (
             s.id,
             s.key_prefix,
             s.name,
@@ -216,11 +189,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             _status(s),
             when(s.last_request_at, "never"),
             str(s.total_requests),
-        )
-        for s in summaries
-    ]
-    print_table(header, rows)
-    return 0
+        ),
+    )
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -228,8 +198,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
     summary = with_connection(args, lambda conn: revoke_consumer(conn, args.consumer_id), _FLAGS)
     if summary is None:
-        print(f"modgate: error: no active consumer {args.consumer_id}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        return not_found(f"no active consumer {args.consumer_id}")
     print(f"revoked {summary.id} ({summary.key_prefix})")
     return 0
 
@@ -237,35 +206,32 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_update(args: argparse.Namespace) -> int:
     from proxy.store.consumers import update_consumer
 
-    changes: dict[str, Any] = {
-        "name": args.name,
-        **rate_limits(args),
-        "scopes": args.scope,
-        "allowed_endpoints": args.allowed_endpoint,
-        "allowed_ips": replacement(args.allowed_ip, args.clear_allowed_ips, "--allowed-ip"),
-    }
-    changes = {k: v for k, v in changes.items() if v is not None}
+    changes = given(
+        {
+            "name": args.name,
+            **rate_limits(args),
+            "scopes": args.scope,
+            "allowed_endpoints": args.allowed_endpoint,
+            "allowed_ips": replacement(args.allowed_ip, args.clear_allowed_ips, "--allowed-ip"),
+        }
+    )
     if args.description is not None and args.clear_description:
         raise ConfigError("--description and --clear-description exclude each other")
     if args.description is not None or args.clear_description:
         changes["description"] = args.description
-    if not changes:
-        raise ConfigError("nothing to update: give at least one setting to change (see --help)")
+    require_changes(changes)
 
     summary = with_connection(
         args, lambda conn: update_consumer(conn, args.consumer_id, **changes), _FLAGS
     )
     if summary is None:
-        print(f"modgate: error: no consumer {args.consumer_id}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    print(f"updated {summary.id} ({summary.key_prefix})")
-    for field in ("name", "description", "scopes", "allowed_endpoints"):
-        print(f"  {field}: {show(getattr(summary, field))}")
-    for field in ("rate_limit_per_minute", "rate_limit_per_day"):
-        print(f"  {field}: {show(getattr(summary, field))}")
-    print(f"  allowed_ips: {show(summary.allowed_ips, 'any')}")
-    print(f"  status: {_status(summary)}")
-    return 0
+        return not_found(f"no consumer {args.consumer_id}")
+    settings = {
+        **shown(summary, _UPDATE_SHOWN),
+        **shown(summary, ("allowed_ips",), empty="any"),
+        "status": _status(summary),
+    }
+    return print_updated(summary, settings)
 
 
 def _status(summary: ConsumerSummary) -> str:

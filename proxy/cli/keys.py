@@ -12,28 +12,24 @@ name parameters, which `_FLAGS` maps back to flags.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
-
-from proxy.auth.key_fields import (
-    DEFAULT_RATE_LIMIT_PER_DAY,
-    DEFAULT_RATE_LIMIT_PER_MINUTE,
-    MAX_EXPIRES_IN_DAYS,
-    InvalidKeyField,
-    parse_whole_number,
-)
+from proxy.auth.key_fields import MAX_EXPIRES_IN_DAYS, InvalidKeyField, parse_whole_number
 from proxy.cli.credentials import (
-    EXIT_NOT_FOUND,
-    as_dict,
+    add_limit_args,
+    add_list_action,
     flag_error,
-    print_table,
+    given,
+    not_found,
+    print_created,
+    print_listing,
+    print_updated,
     rate_limits,
     replacement,
-    show,
+    require_changes,
+    shown,
     when,
     whole_number,
     with_connection,
@@ -94,16 +90,9 @@ def add_keys_commands(sub: Any) -> None:
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=cmd_create)
 
-    listing = actions.add_parser(
-        "list",
-        help="list keys (prefix, never the key or its hash)",
-        description="List keys, newest first. Revoked keys are hidden unless --all.",
+    listing = add_list_action(
+        actions, "keys", "List keys, newest first. Revoked keys are hidden unless --all.", cmd_list
     )
-    listing.add_argument("--module", metavar="UUID", help="only this module's keys")
-    listing.add_argument("--site", metavar="UUID", help="only this site's keys")
-    listing.add_argument("--all", action="store_true", help="include revoked keys")
-    listing.add_argument("--json", action="store_true", help="print a JSON list")
-    listing.set_defaults(func=cmd_list)
 
     revoke = actions.add_parser(
         "revoke",
@@ -151,21 +140,7 @@ def _limit_args(parser: argparse.ArgumentParser, *, default: bool) -> None:
         metavar="N",
         help="expire N days from now" + ("" if default else " (replaces the expiry)"),
     )
-    for unit, fallback in (
-        ("minute", DEFAULT_RATE_LIMIT_PER_MINUTE),
-        ("day", DEFAULT_RATE_LIMIT_PER_DAY),
-    ):
-        parser.add_argument(
-            f"--rate-limit-per-{unit}",
-            metavar="N",
-            help=f"requests per {unit}" + (f" (default {fallback})" if default else ""),
-        )
-    parser.add_argument(
-        "--allowed-ip",
-        action="append",
-        metavar="IP_OR_CIDR",
-        help=f"accept calls only from this address or network (repeatable; none = any{replaces})",
-    )
+    add_limit_args(parser, default=default)
     parser.add_argument(
         "--allowed-origin",
         action="append",
@@ -193,21 +168,14 @@ def cmd_create(args: argparse.Namespace) -> int:
             allowed_ips=args.allowed_ip or (),
             allowed_origins=args.allowed_origin or (),
             created_by=args.created_by,
-            **{k: v for k, v in limits.items() if v is not None},  # absent: the defaults
+            **given(limits),  # absent: the defaults
         )
         return _read_back(await get_key(conn, record.id)), key
 
     summary, key = _with_connection(args, create)
-    if args.json:
-        fields = ("id", "key_prefix", "name", "module_id", "site_id", "scopes", "expires_at")
-        out = {"key": key, **{f: getattr(summary, f) for f in fields}}
-        out["created_at"] = summary.created_at
-        print(orjson.dumps(out).decode())
-        return 0
-    print(f"created key {summary.id} ({summary.key_prefix}) {summary.name!r}")
-    print(f"key: {key}")
-    print("This key is shown only once and cannot be shown again: store it now.")
-    return 0
+    fields = ("id", "key_prefix", "name", "module_id", "site_id", "scopes", "expires_at",
+              "created_at")  # fmt: skip
+    return print_created(args, "key", summary, key, fields)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -220,15 +188,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         ),
     )
     now = datetime.now(UTC)
-    if args.json:
-        print(orjson.dumps([{**as_dict(s), "status": s.status(now)} for s in summaries]).decode())
-        return 0
-    if not summaries:
-        print("no keys")
-        return 0
-    header = ("ID", "PREFIX", "NAME", "SCOPES", "STATUS", "LAST USED", "REQUESTS")
-    rows = [
-        (
+    return print_listing(
+        args,
+        summaries,
+        lambda s: s.status(now),
+        none="no keys",
+        header=("ID", "PREFIX", "NAME", "SCOPES", "STATUS", "LAST USED", "REQUESTS"),
+        row=lambda s: (
             s.id,
             s.key_prefix,
             s.name,
@@ -236,11 +202,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             s.status(now),
             when(s.last_used_at, "never"),
             str(s.request_count),
-        )
-        for s in summaries
-    ]
-    print_table(header, rows)
-    return 0
+        ),
+    )
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -253,8 +216,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
     summary = _with_connection(args, revoke)
     if summary is None:
-        print(f"modgate: error: no active key {args.key_id}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        return not_found(f"no active key {args.key_id}")
     print(f"revoked {summary.id} ({summary.key_prefix})")
     return 0
 
@@ -262,16 +224,17 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_update(args: argparse.Namespace) -> int:
     from proxy.store.keys import UNSET, get_key, update_key
 
-    changes: dict[str, Any] = {
-        "name": args.name,
-        **rate_limits(args),
-        "scopes": replacement(args.scope, args.clear_scopes, "--scope"),
-        "allowed_ips": replacement(args.allowed_ip, args.clear_allowed_ips, "--allowed-ip"),
-        "allowed_origins": replacement(
-            args.allowed_origin, args.clear_allowed_origins, "--allowed-origin"
-        ),
-    }
-    changes = {k: v for k, v in changes.items() if v is not None}
+    changes = given(
+        {
+            "name": args.name,
+            **rate_limits(args),
+            "scopes": replacement(args.scope, args.clear_scopes, "--scope"),
+            "allowed_ips": replacement(args.allowed_ip, args.clear_allowed_ips, "--allowed-ip"),
+            "allowed_origins": replacement(
+                args.allowed_origin, args.clear_allowed_origins, "--allowed-origin"
+            ),
+        }
+    )
     days = whole_number(args.expires_in_days, "--expires-in-days")
     if days is not None and args.no_expiry:
         raise ConfigError("--expires-in-days and --no-expiry exclude each other")
@@ -279,8 +242,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         changes["expires_at"] = _expiry(days)
     elif args.no_expiry:
         changes["expires_at"] = None
-    if not changes:
-        raise ConfigError("nothing to update: give at least one setting to change (see --help)")
+    require_changes(changes)
     changes.setdefault("expires_at", UNSET)
 
     async def update(conn: Any) -> KeySummary | None:
@@ -289,16 +251,14 @@ def cmd_update(args: argparse.Namespace) -> int:
 
     summary = _with_connection(args, update)
     if summary is None:
-        print(f"modgate: error: no key {args.key_id}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    print(f"updated {summary.id} ({summary.key_prefix})")
-    for field in ("name", "scopes", "rate_limit_per_minute", "rate_limit_per_day"):
-        print(f"  {field}: {show(getattr(summary, field))}")
-    for field in ("allowed_ips", "allowed_origins"):
-        print(f"  {field}: {show(getattr(summary, field), 'any')}")
-    print(f"  expires_at: {when(summary.expires_at, 'never')}")
-    print(f"  status: {summary.status(datetime.now(UTC))}")
-    return 0
+        return not_found(f"no key {args.key_id}")
+    settings = {
+        **shown(summary, ("name", "scopes", "rate_limit_per_minute", "rate_limit_per_day")),
+        **shown(summary, ("allowed_ips", "allowed_origins"), empty="any"),
+        "expires_at": when(summary.expires_at, "never"),
+        "status": summary.status(datetime.now(UTC)),
+    }
+    return print_updated(summary, settings)
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from proxy.auth.key_fields import (
 from proxy.errors import StoreError
 from proxy.retry import WriteAttempt
 from proxy.routing.entity_routes import entity_routes
-from proxy.store.commit import write_once
+from proxy.store.credentials import row_fields, run, write_usage
 from proxy.store.migrate import CONNECTION_ERRORS
 from proxy.store.routes import load_modules
 
@@ -134,19 +134,19 @@ class ConsumerSummary:
 
 async def fetch_active_consumer(conn: Any, key_hash: str) -> ConsumerRecord | None:
     """The active consumer with this key hash, or None."""
-    row = await _run(conn.fetchrow(_FETCH_ACTIVE, key_hash), "look up an API consumer")
+    row = await run(conn.fetchrow(_FETCH_ACTIVE, key_hash), "look up an API consumer")
     return None if row is None else _record(row)
 
 
 async def fetch_active_consumers(conn: Any, key_hashes: list[str]) -> dict[str, ConsumerRecord]:
     """`fetch_active_consumer` for many hashes in one query; inactive or unknown ones absent."""
-    rows = await _run(conn.fetch(_FETCH_ACTIVE_MANY, key_hashes), "look up API consumers")
+    rows = await run(conn.fetch(_FETCH_ACTIVE_MANY, key_hashes), "look up API consumers")
     return {record.key_hash: record for record in map(_record, rows)}
 
 
 async def load_active_consumer_hashes(conn: Any) -> list[str]:
     """key_hash of every active consumer, in one query."""
-    rows = await _run(conn.fetch(_ACTIVE_HASHES), "load API consumer hashes")
+    rows = await run(conn.fetch(_ACTIVE_HASHES), "load API consumer hashes")
     return [row[0] for row in rows]
 
 
@@ -194,7 +194,7 @@ async def create_consumer(
 async def get_consumer(conn: Any, consumer_id: str) -> ConsumerSummary | None:
     """One consumer by id, whatever its state."""
     query = f"SELECT {_SUMMARY_COLUMNS} FROM module_api_consumers WHERE id = $1::uuid"
-    row = await _run(
+    row = await run(
         conn.fetchrow(query, parse_uuid(consumer_id, "consumer_id")), "read an API consumer"
     )
     return None if row is None else _summary(row)
@@ -210,7 +210,7 @@ async def list_consumers(
     """Consumers, newest first; revoked (inactive) ones only with include_inactive."""
     module = None if module_id is None else parse_uuid(module_id, "module_id")
     site = None if site_id is None else parse_uuid(site_id, "site_id")
-    rows = await _run(
+    rows = await run(
         conn.fetch(_SELECT_SUMMARIES, module, site, include_inactive), "list API consumers"
     )
     return [_summary(row) for row in rows]
@@ -218,7 +218,7 @@ async def list_consumers(
 
 async def revoke_consumer(conn: Any, consumer_id: str) -> ConsumerSummary | None:
     """Deactivate; None when there is no such consumer or it is inactive already."""
-    row = await _run(
+    row = await run(
         conn.fetchrow(_REVOKE, parse_uuid(consumer_id, "consumer_id")), "revoke an API consumer"
     )
     return None if row is None else _summary(row)
@@ -255,11 +255,11 @@ async def update_consumer(
         None if allowed_ips is None else parse_networks(allowed_ips),
     )
     if endpoints is not None:
-        module = await _run(conn.fetchval(_MODULE_OF, consumer), "read an API consumer")
+        module = await run(conn.fetchval(_MODULE_OF, consumer), "read an API consumer")
         if module is None:
             return None
         await _routed_endpoints(conn, module, endpoints)
-    row = await _run(conn.fetchrow(_UPDATE, *args), "update an API consumer")
+    row = await run(conn.fetchrow(_UPDATE, *args), "update an API consumer")
     return None if row is None else _summary(row)
 
 
@@ -269,28 +269,8 @@ async def record_consumer_usage(
     attempt: WriteAttempt[None] | None = None,
 ) -> None:
     """Add request counts and advance last_request_at for a batch of consumers, in one
-    statement run by `write_once` (pass the same `attempt` to every retry of one batch)."""
-    merged: dict[str, tuple[int, datetime]] = {}
-    for raw_id, (count, used_at) in usage.items():
-        try:
-            consumer_id = parse_uuid(raw_id, "id")
-        except InvalidKeyField:
-            continue
-        if consumer_id in merged:
-            old_count, old_at = merged[consumer_id]
-            count, used_at = old_count + count, max(old_at, used_at)
-        merged[consumer_id] = (count, used_at)
-    if not merged:
-        return
-    ids = list(merged)
-    counts = [max(n, 0) for n, _ in merged.values()]
-    times = [t for _, t in merged.values()]
-
-    async def update(c: Any) -> None:
-        await c.execute(_RECORD_USAGE, ids, counts, times)
-
-    attempt = attempt if attempt is not None else WriteAttempt()
-    await _run(write_once(conn, attempt, update), "record API consumer usage")
+    statement run by `write_usage` (pass the same `attempt` to every retry of one batch)."""
+    await write_usage(conn, _RECORD_USAGE, usage, attempt, "record API consumer usage")
 
 
 # -- allowed endpoints against the module's routes ------------------------------------------
@@ -347,26 +327,13 @@ async def _routed_endpoints(
 # -- rows -----------------------------------------------------------------------------------
 
 
-def _fields(row: Any) -> dict[str, Any]:
-    """A row as dataclass fields: arrays become tuples (NULL: empty, so a NULL
-    allowed_endpoints allows nothing); NULL is_active is not active."""
-    fields = dict(row)
-    for name in ("scopes", "allowed_endpoints", "allowed_ips"):
-        fields[name] = tuple(fields[name] or ())
-    fields["is_active"] = fields["is_active"] is True
-    return fields
+# NULL arrays read as empty tuples: a NULL allowed_endpoints allows nothing.
+_ARRAYS = ("scopes", "allowed_endpoints", "allowed_ips")
 
 
 def _record(row: Any) -> ConsumerRecord:
-    return ConsumerRecord(**_fields(row))
+    return ConsumerRecord(**row_fields(row, _ARRAYS))
 
 
 def _summary(row: Any) -> ConsumerSummary:
-    return ConsumerSummary(**_fields(row))
-
-
-async def _run(awaitable: Any, action: str) -> Any:
-    try:
-        return await awaitable
-    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
-        raise StoreError(f"cannot {action}: {exc}") from exc
+    return ConsumerSummary(**row_fields(row, _ARRAYS))

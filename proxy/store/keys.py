@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-import asyncpg
-
 from proxy.auth.api_keys import ApiKeyRecord, generate_key, hash_key, key_prefix
 from proxy.auth.key_fields import (
     DEFAULT_RATE_LIMIT_PER_DAY,
@@ -37,10 +35,8 @@ from proxy.auth.key_fields import (
     parse_uuid,
     parse_whole_number,
 )
-from proxy.errors import StoreError
 from proxy.retry import WriteAttempt
-from proxy.store.commit import write_once
-from proxy.store.migrate import CONNECTION_ERRORS
+from proxy.store.credentials import row_fields, run, write_usage
 
 _RECORD_COLUMNS = """
 id::text AS id, module_id::text AS module_id, site_id::text AS site_id,
@@ -160,19 +156,19 @@ class KeySummary:
 
 async def fetch_active_key(conn: Any, key_hash: str) -> ApiKeyRecord | None:
     """The active row with this hash (the newest if several), revoked or expired or not."""
-    row = await _run(conn.fetchrow(_FETCH_ACTIVE, key_hash), "look up an API key")
+    row = await run(conn.fetchrow(_FETCH_ACTIVE, key_hash), "look up an API key")
     return None if row is None else _record(row)
 
 
 async def fetch_active_keys(conn: Any, key_hashes: list[str]) -> dict[str, ApiKeyRecord]:
     """`fetch_active_key` for many hashes in one query; hashes with no active row are absent."""
-    rows = await _run(conn.fetch(_FETCH_ACTIVE_MANY, key_hashes), "look up API keys")
+    rows = await run(conn.fetch(_FETCH_ACTIVE_MANY, key_hashes), "look up API keys")
     return {record.key_hash: record for record in map(_record, rows)}
 
 
 async def load_active_key_hashes(conn: Any) -> list[str]:
     """key_hash of every active, unrevoked key, in one query."""
-    rows = await _run(conn.fetch(_ACTIVE_HASHES), "load API key hashes")
+    rows = await run(conn.fetch(_ACTIVE_HASHES), "load API key hashes")
     return [row[0] for row in rows]
 
 
@@ -211,7 +207,7 @@ async def create_key(
         None if created_by is None else parse_uuid(created_by, "created_by"),
     )
     key = generate_key()
-    row = await _run(
+    row = await run(
         conn.fetchrow(_INSERT, *args, key_prefix(key), hash_key(key), *values),
         "create an API key",
     )
@@ -220,9 +216,7 @@ async def create_key(
 
 async def get_key(conn: Any, key_id: str) -> KeySummary | None:
     """One key's summary by id, whatever its state."""
-    row = await _run(
-        conn.fetchrow(_SELECT_SUMMARY, parse_uuid(key_id, "key_id")), "read an API key"
-    )
+    row = await run(conn.fetchrow(_SELECT_SUMMARY, parse_uuid(key_id, "key_id")), "read an API key")
     return None if row is None else _summary(row)
 
 
@@ -236,7 +230,7 @@ async def list_keys(
     """Keys, newest first; revoked ones only with include_revoked (the seed hides them)."""
     module = None if module_id is None else parse_uuid(module_id, "module_id")
     site = None if site_id is None else parse_uuid(site_id, "site_id")
-    rows = await _run(conn.fetch(_SELECT_SUMMARIES, module, site, include_revoked), "list API keys")
+    rows = await run(conn.fetch(_SELECT_SUMMARIES, module, site, include_revoked), "list API keys")
     return [_summary(row) for row in rows]
 
 
@@ -244,9 +238,7 @@ async def revoke_key(conn: Any, key_id: str, *, revoked_by: str | None = None) -
     """Deactivate and mark revoked; False when there is no such key or it is already revoked
     (then it is left untouched). An inactive but unrevoked key is revoked."""
     by = None if revoked_by is None else parse_uuid(revoked_by, "revoked_by")
-    status = await _run(
-        conn.execute(_REVOKE, parse_uuid(key_id, "key_id"), by), "revoke an API key"
-    )
+    status = await run(conn.execute(_REVOKE, parse_uuid(key_id, "key_id"), by), "revoke an API key")
     return bool(status == "UPDATE 1")
 
 
@@ -277,7 +269,7 @@ async def update_key(
         not isinstance(expires_at, _Unset),
         None if isinstance(expires_at, _Unset) else expires_at,
     )
-    row = await _run(conn.fetchrow(_UPDATE, *args), "update an API key")
+    row = await run(conn.fetchrow(_UPDATE, *args), "update an API key")
     return None if row is None else _record(row)
 
 
@@ -286,59 +278,22 @@ async def record_usage(
     usage: Mapping[str, tuple[int, datetime]],
     attempt: WriteAttempt[None] | None = None,
 ) -> None:
-    """Add request counts and advance last_used_at for a batch of keys, in one statement.
-
-    Ids that are not UUIDs cannot exist and are skipped; spellings of one UUID are merged.
-    The statement runs in a transaction (proxy/store/commit.py): pass the same `attempt` to
-    every retry of one batch, and counts whose earlier COMMIT went unanswered are never added
-    twice.
-    """
-    merged: dict[str, tuple[int, datetime]] = {}
-    for raw_id, (count, used_at) in usage.items():
-        try:
-            key_id = parse_uuid(raw_id, "id")
-        except InvalidKeyField:
-            continue
-        if key_id in merged:
-            old_count, old_at = merged[key_id]
-            count, used_at = old_count + count, max(old_at, used_at)
-        merged[key_id] = (count, used_at)
-    if not merged:
-        return
-    ids = list(merged)
-    counts = [min(max(n, 0), INT4_MAX) for n, _ in merged.values()]
-    times = [t for _, t in merged.values()]
-
-    async def update(c: Any) -> None:
-        await c.execute(_RECORD_USAGE, ids, counts, times)
-
-    attempt = attempt if attempt is not None else WriteAttempt()
-    await _run(write_once(conn, attempt, update), "record API key usage")
+    """Add request counts and advance last_used_at for a batch of keys, in one statement run
+    by `write_usage` (pass the same `attempt` to every retry of one batch). The counter is
+    INTEGER: a count saturates at INT4_MAX."""
+    await write_usage(conn, _RECORD_USAGE, usage, attempt, "record API key usage", most=INT4_MAX)
 
 
 # -- rows -----------------------------------------------------------------------------------
 
 
-def _fields(row: Any) -> dict[str, Any]:
-    """A row as dataclass fields: arrays become tuples (NULL: empty); NULL is_active is not
-    active, as for the seed's partial index, so a hand-written row never loosens anything."""
-    fields = dict(row)
-    for name in ("scopes", "allowed_ips", "allowed_origins"):
-        fields[name] = tuple(fields[name] or ())
-    fields["is_active"] = fields["is_active"] is True
-    return fields
+# NULL arrays read as empty tuples.
+_ARRAYS = ("scopes", "allowed_ips", "allowed_origins")
 
 
 def _record(row: Any) -> ApiKeyRecord:
-    return ApiKeyRecord(**_fields(row))
+    return ApiKeyRecord(**row_fields(row, _ARRAYS))
 
 
 def _summary(row: Any) -> KeySummary:
-    return KeySummary(**_fields(row))
-
-
-async def _run(awaitable: Any, action: str) -> Any:
-    try:
-        return await awaitable
-    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
-        raise StoreError(f"cannot {action}: {exc}") from exc
+    return KeySummary(**row_fields(row, _ARRAYS))

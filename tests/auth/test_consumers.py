@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 from aiohttp import web
 
 from proxy.routing.manifest import parse_manifest
-from proxy.server.app import build_public_app
 from proxy.server.gateway import Gateway
-from proxy.settings import load_settings
 from proxy.store.consumers import create_consumer, revoke_consumer, update_consumer
 from proxy.store.routes import apply_manifest
+from tests.support.fake_pool import RecordingPool
+from tests.support.gateway import serve_database
 from tests.support.polling import eventually
 
 SHOP = "8d2f4c1a-6b3e-4f5a-9c7d-1e2f3a4b5c6d"
@@ -43,25 +42,12 @@ def _entity(name: str) -> dict[str, Any]:
     }
 
 
-class FakePool:
-    """Records each call and answers as the seed's REST API would."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    async def execute(self, request: web.Request) -> web.Response:
-        call = orjson.loads(await request.read())
-        self.calls.append(call)
-        status = 201 if call["operation"] == "create" else 200
-        return web.json_response({"data": {"operation": call["operation"]}}, status=status)
-
-
 @dataclass
 class Shop:
     client: Any
     gateway: Gateway
     database: str
-    pool: FakePool
+    pool: RecordingPool
     upstream_seen: list[dict[str, str]]
 
     async def consumer(self, **fields: Any) -> tuple[str, str]:
@@ -92,10 +78,8 @@ class Shop:
 async def shop(
     database: str, tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any
 ) -> AsyncIterator[Any]:
-    pool = FakePool()
-    pool_app = web.Application()
-    pool_app.router.add_post("/v1/execute", pool.execute)
-    pool_server = await aiohttp_server(pool_app)
+    pool = RecordingPool()
+    pool_url = await pool.start(aiohttp_server)
     seen: list[dict[str, str]] = []
 
     async def echo(request: web.Request) -> web.Response:
@@ -135,24 +119,11 @@ async def shop(
         await conn.close()
 
     async def start(**overrides: Any) -> Shop:
-        config = tmp_path / "gw.yaml"
-        config.write_text("{}\n")
-        settings = load_settings(
-            str(config),
-            environ={},
-            overrides={
-                "database_url": database,
-                "executor_url": f"http://127.0.0.1:{pool_server.port}",
-                "rate_limit_enabled": False,
-                "access_log": False,
-                "usage_flush_seconds": 0.1,
-                "request_log_flush_seconds": 0.05,
-                **overrides,
-            },
-        )
-        gateway = Gateway(settings)
-        client = await aiohttp_client(build_public_app(gateway))
-        await eventually(lambda: gateway.ready, what="the gateway loaded its tables")
+        settings: dict[str, Any] = {
+            "executor_url": pool_url, "usage_flush_seconds": 0.1,
+            "request_log_flush_seconds": 0.05, **overrides,
+        }  # fmt: skip
+        client, gateway = await serve_database(aiohttp_client, tmp_path, database, **settings)
         return Shop(client, gateway, database, pool, seen)
 
     yield start

@@ -16,12 +16,9 @@ from prometheus_client import REGISTRY
 
 from proxy.auth.api_keys import generate_key
 from proxy.routing.manifest import parse_manifest
-from proxy.server.app import build_public_app
-from proxy.server.gateway import Gateway
-from proxy.settings import load_settings
 from proxy.store.keys import create_key, revoke_key
 from proxy.store.routes import apply_manifest
-from tests.support.gateway import MODULE_ID
+from tests.support.gateway import MODULE_ID, serve_database
 from tests.support.polling import eventually
 
 OTHER_ID = "0b7e9a52-6a8f-4c55-9d6c-0cbbd3f1d2aa"
@@ -73,21 +70,8 @@ async def seeded(database: str, upstream: tuple[str, Any]) -> str:
 def start(seeded: str, aiohttp_client: Any, tmp_path: Any) -> Any:
     # `seeded` first: torn down last, so gateways stop before their database is dropped.
     async def start(**overrides: object) -> Any:
-        config = tmp_path / "gw.yaml"
-        config.write_text("{}\n")
-        settings = load_settings(
-            str(config),
-            environ={},
-            overrides={
-                "database_url": seeded,
-                "jwt_secret": SECRET,
-                "rate_limit_enabled": False,
-                **overrides,
-            },
-        )
-        gateway = Gateway(settings)
-        client = await aiohttp_client(build_public_app(gateway))
-        await eventually(lambda: gateway.ready, what="the gateway is ready")
+        settings = {"jwt_secret": SECRET, **overrides}
+        client, gateway = await serve_database(aiohttp_client, tmp_path, seeded, **settings)
         client.gateway = gateway
         return client
 

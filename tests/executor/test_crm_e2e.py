@@ -8,15 +8,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from proxy.executor.service import Executor, build_executor_app
 from proxy.routing.manifest import parse_manifest
-from proxy.server.app import build_public_app
-from proxy.server.gateway import Gateway
-from proxy.settings import load_settings
 from proxy.store.keys import create_key
 from proxy.store.routes import apply_manifest
 from tests.executor.seed_crm import CREATE, DELETE, GET, LIST, UPDATE
-from tests.support.polling import eventually
+from tests.support.gateway import serve_database_with_pool
 
 CRM = "6f1c2a9e-3b7d-4e2a-9c1f-0a5b8d7e4c21"
 SITE_A = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d"
@@ -112,24 +108,10 @@ async def crm(database: str) -> dict[str, str]:
 async def clients(
     database: str, crm: dict[str, str], aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path
 ) -> Any:
-    (tmp_path / "gw.yaml").write_text("{}\n")
-    base = {
-        "database_url": database,
-        "rate_limit_enabled": False,
-        "access_log": False,
-        "executor_timeout_seconds": 0.5,
-        "executor_memory_mb": 32,
-    }
-    settings = load_settings(str(tmp_path / "gw.yaml"), environ={}, overrides=base)
-    executor = await aiohttp_server(build_executor_app(Executor(settings)))
-    gateway_settings = load_settings(
-        str(tmp_path / "gw.yaml"),
-        environ={},
-        overrides={**base, "executor_url": f"http://127.0.0.1:{executor.port}"},
-    )
-    gateway = Gateway(gateway_settings)
-    client = await aiohttp_client(build_public_app(gateway))
-    await eventually(lambda: gateway.ready, what="the gateway is ready")
+    client, _ = await serve_database_with_pool(
+        aiohttp_client, aiohttp_server, tmp_path, database,
+        executor_timeout_seconds=0.5, executor_memory_mb=32,
+    )  # fmt: skip
     return client
 
 

@@ -9,13 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from proxy.executor.service import Executor, build_executor_app
 from proxy.routing.manifest import parse_manifest
-from proxy.server.app import build_public_app
-from proxy.server.gateway import Gateway
-from proxy.settings import load_settings
 from proxy.store.routes import apply_manifest
-from tests.support.gateway import MODULE_ID
+from tests.support.gateway import MODULE_ID, serve_database_with_pool
 from tests.support.polling import eventually
 
 HANDLERS = {
@@ -39,25 +35,10 @@ async def test_a_handler_failure_reaches_the_request_log_with_its_message(
         )
     finally:
         await conn.close()
-    (tmp_path / "gw.yaml").write_text("{}\n")
-    base = {
-        "database_url": database,
-        "rate_limit_enabled": False,
-        "access_log": False,
-        "request_log_flush_seconds": 0.1,
-        "executor_timeout_seconds": 0.5,
-    }
-    settings = load_settings(str(tmp_path / "gw.yaml"), environ={}, overrides=base)
-    pool = await aiohttp_server(build_executor_app(Executor(settings)))
-    gateway = Gateway(
-        load_settings(
-            str(tmp_path / "gw.yaml"),
-            environ={},
-            overrides={**base, "executor_url": f"http://127.0.0.1:{pool.port}"},
-        )
-    )
-    client = await aiohttp_client(build_public_app(gateway))
-    await eventually(lambda: gateway.ready, what="the gateway is ready")
+    client, _ = await serve_database_with_pool(
+        aiohttp_client, aiohttp_server, tmp_path, database,
+        request_log_flush_seconds=0.1, executor_timeout_seconds=0.5,
+    )  # fmt: skip
 
     r = await client.get("/api/modules/crm/throws", headers={"X-Request-ID": "req-throws"})
     assert (r.status, r.headers["X-Request-ID"]) == (500, "req-throws")

@@ -10,12 +10,9 @@ from typing import Any
 import asyncpg
 
 from proxy.routing.manifest import parse_manifest
-from proxy.server.app import build_public_app
-from proxy.server.gateway import Gateway
-from proxy.settings import load_settings
 from proxy.store.keys import create_key
 from proxy.store.routes import apply_manifest
-from tests.support.gateway import MODULE_ID
+from tests.support.gateway import MODULE_ID, serve_database
 from tests.support.polling import eventually
 
 SITE = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d"
@@ -50,20 +47,9 @@ async def test_requests_land_in_module_api_logs(
         route_id = await conn.fetchval("SELECT id::text FROM module_api_routes")
     finally:
         await conn.close()
-    (tmp_path / "gw.yaml").write_text("{}\n")
-    settings = load_settings(
-        str(tmp_path / "gw.yaml"),
-        environ={},
-        overrides={
-            "database_url": database,
-            "rate_limit_enabled": False,
-            "access_log": False,
-            "request_log_flush_seconds": 0.1,
-        },
+    client, _ = await serve_database(
+        aiohttp_client, tmp_path, database, request_log_flush_seconds=0.1
     )
-    gateway = Gateway(settings)
-    client = await aiohttp_client(build_public_app(gateway))
-    await eventually(lambda: gateway.ready, what="the gateway is ready")
     headers = {"X-API-Key": key, "User-Agent": "log-test/1.0"}
     sent = time.perf_counter()
     assert (await client.get("/api/modules/crm/contacts/9?a=1&b=x", headers=headers)).status == 200

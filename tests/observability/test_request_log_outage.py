@@ -20,14 +20,12 @@ import asyncpg
 import pytest
 
 from proxy.routing.manifest import parse_manifest
-from proxy.server.app import build_public_app
 from proxy.server.gateway import Gateway
-from proxy.settings import load_settings
 from proxy.store.keys import create_key
 from proxy.store.routes import apply_manifest
 from tests.observability.test_request_log import dropped, sample
 from tests.support.fault_proxy import FaultProxy
-from tests.support.gateway import MODULE_ID
+from tests.support.gateway import MODULE_ID, serve_database
 from tests.support.polling import eventually
 from tests.support.process import ServeProcess
 
@@ -102,24 +100,15 @@ async def seeded(database: str) -> AsyncIterator[Seeded]:
 async def start_gateway(
     seeded: Seeded, aiohttp_client: Any, tmp_path: Path, **overrides: object
 ) -> tuple[Gateway, Any]:
-    (tmp_path / "gw.yaml").write_text("{}\n")
-    settings = load_settings(
-        str(tmp_path / "gw.yaml"),
-        environ={},
-        overrides={
-            "database_url": seeded.proxy.url_for(seeded.dsn),
-            "database_timeout": 1.0,
-            "database_reconnect_max_seconds": 0.2,
-            "rate_limit_enabled": False,
-            "access_log": False,
-            "request_log_flush_seconds": 0.05,
-            "usage_flush_seconds": 0.1,
-            **overrides,
-        },
-    )
-    gateway = Gateway(settings)
-    client = await aiohttp_client(build_public_app(gateway))
-    await eventually(lambda: gateway.ready)
+    settings: dict[str, Any] = {
+        "database_timeout": 1.0,
+        "database_reconnect_max_seconds": 0.2,
+        "request_log_flush_seconds": 0.05,
+        "usage_flush_seconds": 0.1,
+        **overrides,
+    }
+    url = seeded.proxy.url_for(seeded.dsn)
+    client, gateway = await serve_database(aiohttp_client, tmp_path, url, **settings)
     return gateway, client
 
 

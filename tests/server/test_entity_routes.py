@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt as pyjwt
-import orjson
 import pytest
-from aiohttp import web
 
 from proxy.auth.api_keys import generate_key, hash_key
+from tests.support.fake_pool import RecordingPool
 from tests.support.gateway import MODULE_ID, gateway_for, manifest
 
 SECRET = "entity-routes-test-secret-0123456789abcdef"
@@ -42,34 +41,14 @@ def token(scope: str = ALL_SCOPES, *, site: str | None = SITE) -> dict[str, str]
     return {"Authorization": "Bearer " + pyjwt.encode(claims, SECRET, algorithm="HS256")}
 
 
-class FakePool:
-    """Records each execute call's JSON and answers as the seed's REST API would."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    async def execute(self, request: web.Request) -> web.Response:
-        call = orjson.loads(await request.read())
-        self.calls.append(call)
-        if call["operation"] == "create" and call["body"] == {"title": ""}:
-            error = {"error": "Validation failed", "code": "validation_failed",
-                     "details": ["title must not be empty"]}  # fmt: skip
-            return web.json_response(error, status=400)
-        status = 201 if call["operation"] == "create" else 200
-        return web.json_response({"data": {"operation": call["operation"]}}, status=status)
-
-
 @pytest.fixture
 def start(tmp_path: Path, aiohttp_client: Any, aiohttp_server: Any) -> Any:
-    async def start(*, pool: FakePool | None = None, **overrides: object) -> Any:
+    async def start(*, pool: RecordingPool | None = None, **overrides: object) -> Any:
         data = manifest(None, [], entities=[PRODUCTS])
         data["api_keys"] = [{"id": KEY_ID, "module_id": MODULE_ID, "site_id": SITE,
                              "key_hash": hash_key(KEY), "scopes": ["read:*"]}]  # fmt: skip
         if pool is not None:
-            app = web.Application()
-            app.router.add_post("/v1/execute", pool.execute)
-            server = await aiohttp_server(app)
-            overrides["executor_url"] = f"http://127.0.0.1:{server.port}"
+            overrides["executor_url"] = await pool.start(aiohttp_server)
         _, gateway_app = gateway_for(tmp_path, data, jwt_secret=SECRET, **overrides)
         return await aiohttp_client(gateway_app)
 
@@ -104,7 +83,7 @@ async def test_without_a_handler_pool_entity_routes_are_503_database_required(st
 async def test_each_operation_needs_its_scope(
     start: Any, method: str, path: str, missing: str
 ) -> None:
-    pool = FakePool()
+    pool = RecordingPool()
     client = await start(pool=pool)
     granted = " ".join(s for s in ALL_SCOPES.split() if s != missing)
     url = f"/api/modules/crm{path}"
@@ -120,7 +99,7 @@ async def test_each_operation_needs_its_scope(
 
 
 async def test_a_caller_without_a_site_is_refused_before_the_pool(start: Any) -> None:
-    pool = FakePool()
+    pool = RecordingPool()
     client = await start(pool=pool)
     r = await client.get("/api/modules/crm/products", headers=token(site=None))
     assert r.status == 403
@@ -129,7 +108,7 @@ async def test_a_caller_without_a_site_is_refused_before_the_pool(start: Any) ->
 
 
 async def test_the_call_a_pool_receives(start: Any) -> None:
-    pool = FakePool()
+    pool = RecordingPool()
     client = await start(pool=pool)
     base = "/api/modules/crm"
     caller = {"module_id": MODULE_ID, "site_id": SITE, "user_id": "user-42", "api_key_id": None,
@@ -172,7 +151,7 @@ async def test_the_call_a_pool_receives(start: Any) -> None:
 
 
 async def test_an_api_key_caller_and_the_pools_error_with_details(start: Any) -> None:
-    pool = FakePool()
+    pool = RecordingPool()
     client = await start(pool=pool)
     r = await client.get("/api/modules/crm/products/9", headers={"X-API-Key": KEY})
     assert r.status == 200
@@ -199,7 +178,7 @@ async def test_an_api_key_caller_and_the_pools_error_with_details(start: Any) ->
 
 
 async def test_bodies_follow_the_function_routes_rules(start: Any) -> None:
-    pool = FakePool()
+    pool = RecordingPool()
     client = await start(pool=pool, max_body_bytes=64)
     url = "/api/modules/crm/products"
     headers = {**token(), "Content-Type": "application/json"}
@@ -211,7 +190,7 @@ async def test_bodies_follow_the_function_routes_rules(start: Any) -> None:
 
 
 async def test_create_and_update_bodies_must_be_json(start: Any) -> None:
-    pool = FakePool()
+    pool = RecordingPool()
     client = await start(pool=pool)
     url = "/api/modules/crm/products"
     body = b'{"title": "Tea"}'

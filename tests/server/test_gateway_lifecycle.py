@@ -22,11 +22,11 @@ from proxy.routing.manifest import parse_manifest
 from proxy.routing.registry import RouteRegistry
 from proxy.server.gateway import Gateway
 from proxy.server.modes import Store, postgres_store
-from proxy.settings import Settings, load_settings
+from proxy.settings import Settings
 from proxy.store.keys import create_key
 from proxy.store.pg_source import PostgresSource
 from proxy.store.routes import apply_manifest
-from tests.support.gateway import MODULE_ID, gateway_for, manifest
+from tests.support.gateway import MODULE_ID, gateway_for, manifest, settings_for
 from tests.support.polling import eventually
 
 SITE = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8e"
@@ -118,16 +118,10 @@ async def test_a_logger_whose_stop_raises_leaves_everything_else_stopped_and_clo
     database: str, tmp_path: Path
 ) -> None:
     key_id = await seed_key(database)
-    (tmp_path / "gw.yaml").write_text("{}\n")
-    settings = load_settings(
-        str(tmp_path / "gw.yaml"),
-        environ={},
-        overrides={
-            "database_url": database,
-            "rate_limit_enabled": False,
-            "access_log": False,
-            "usage_flush_seconds": 3600.0,  # written by stop only
-        },
+    settings = settings_for(
+        tmp_path,
+        database_url=database,
+        usage_flush_seconds=3600.0,  # written by stop only
     )
     gateway = Gateway(settings, store=with_failing_request_log)
     source, usage = gateway.source, gateway.usage

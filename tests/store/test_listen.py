@@ -16,12 +16,11 @@ from proxy.routing.registry import RouteRegistry
 from proxy.server.app import build_public_app
 from proxy.server.gateway import Gateway
 from proxy.server.modes import postgres_store
-from proxy.settings import load_settings
 from proxy.settings_views import DatabaseSettings
 from proxy.store.pg_source import PostgresSource
 from proxy.store.routes import apply_manifest
 from tests.support.fault_proxy import FaultProxy
-from tests.support.gateway import MODULE_ID
+from tests.support.gateway import MODULE_ID, settings_for
 
 OTHER_ID = "0b7e9a52-6a8f-4c55-9d6c-0cbbd3f1d2aa"
 
@@ -61,19 +60,14 @@ def start_gateway(aiohttp_client: Any, tmp_path: Any) -> Any:
     async def start(
         dsn: str, *, heartbeat: float = 5.0, timeout: float = 2.0
     ) -> tuple[Any, Gateway]:
-        (tmp_path / "gw.yaml").write_text("{}\n")
-        settings = load_settings(
-            str(tmp_path / "gw.yaml"),
-            environ={},
-            # No request log: these tests cut Postgres for good, and a stopping gateway would
-            # spend its shutdown grace retrying the rows it still holds.
-            overrides={
-                "database_url": dsn,
-                "database_timeout": timeout,
-                "database_reconnect_max_seconds": 0.5,
-                "rate_limit_enabled": False,
-                "request_log_enabled": False,
-            },
+        # No request log: these tests cut Postgres for good, and a stopping gateway would
+        # spend its shutdown grace retrying the rows it still holds.
+        settings = settings_for(
+            tmp_path,
+            database_url=dsn,
+            database_timeout=timeout,
+            database_reconnect_max_seconds=0.5,
+            request_log_enabled=False,
         )
         gateway = Gateway(settings, store=partial(postgres_store, heartbeat_seconds=heartbeat))
         client = await aiohttp_client(build_public_app(gateway))

@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar, overload
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Final, TypeVar, cast, overload
 
 DEFAULT_TIMEOUT: Final = 10.0
 DEFAULT_INTERVAL: Final = 0.01
@@ -33,6 +33,7 @@ DEFAULT_INTERVAL: Final = 0.01
 T = TypeVar("T")
 
 _NOTHING: Final = "(the check never returned)"
+_PAUSE: Final = object()  # what _tries yields between tries
 
 
 @overload
@@ -69,22 +70,22 @@ async def eventually(
     ignore: tuple[type[BaseException], ...] = (),
 ) -> Any:
     """Poll `check` (sync or async) until `until(value)` is true; return that value."""
-    deadline = time.monotonic() + timeout
-    last: object = _NOTHING
-    while True:
-        try:
-            value = check()
-            if inspect.isawaitable(value):
-                value = await value
-        except ignore as exc:
-            last = exc
-        else:
-            if until(value):
-                return value
-            last = value
-        if time.monotonic() >= deadline:
-            raise AssertionError(_failure(check, what, timeout, last))
-        await asyncio.sleep(interval)
+    tries = _tries(check, until, timeout, what, ignore)
+    try:
+        step = next(tries)
+        while True:
+            if step is _PAUSE:
+                await asyncio.sleep(interval)
+                step = next(tries)
+                continue
+            try:
+                value = await step
+            except BaseException as exc:
+                step = tries.throw(exc)
+            else:
+                step = tries.send(value)
+    except StopIteration as done:
+        return done.value
 
 
 def eventually_sync(
@@ -97,11 +98,38 @@ def eventually_sync(
     ignore: tuple[type[BaseException], ...] = (),
 ) -> T:
     """`eventually` for code without an event loop: blocks the thread between tries."""
+    tries = _tries(check, until, timeout, what, ignore)
+    try:
+        step = next(tries)
+        while True:
+            if step is _PAUSE:
+                time.sleep(interval)
+            # A sync check's awaitable is its value, as it is: nothing here awaits it.
+            step = tries.send(step)
+    except StopIteration as done:
+        return cast(T, done.value)
+
+
+def _tries(
+    check: Callable[[], Any],
+    until: Callable[[Any], object],
+    timeout: float,
+    what: str | None,
+    ignore: tuple[type[BaseException], ...],
+) -> Generator[Any, Any, Any]:
+    """The wait itself, without its I/O: both loops above drive it.
+
+    Yields _PAUSE when the driver should wait `interval` before the next try, and a check's
+    awaitable for the driver to resolve (its value is sent back, its exception thrown in);
+    returns the value that passed, raises AssertionError when the time is up.
+    """
     deadline = time.monotonic() + timeout
     last: object = _NOTHING
     while True:
         try:
             value = check()
+            if inspect.isawaitable(value):
+                value = yield value
         except ignore as exc:
             last = exc
         else:
@@ -110,7 +138,7 @@ def eventually_sync(
             last = value
         if time.monotonic() >= deadline:
             raise AssertionError(_failure(check, what, timeout, last))
-        time.sleep(interval)
+        yield _PAUSE
 
 
 def _failure(check: Callable[[], object], what: str | None, timeout: float, last: object) -> str:

@@ -24,54 +24,15 @@ import yaml
 from tests.support.gateway import MODULE_ID
 from tests.support.polling import eventually
 from tests.support.process import MODGATE, ServeProcess, free_port, run_cli
+from tests.support.shop import CREATE_PRODUCTS, PRODUCTS_TABLE, shop_manifest
 
-TABLE = f"mod_{MODULE_ID[:8]}_products"
 SITE_A = "3d4c5b6a-7988-4a1b-8c2d-3e4f5a6b7c8d"
 SITE_B = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"
 AGENCY = "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a"
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
-
-CREATE_TABLE = f"""
-CREATE TABLE {TABLE} (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  site_id uuid NOT NULL,
-  name text NOT NULL,
-  sku text,
-  price numeric(10, 2),
-  cost numeric(10, 2) DEFAULT 1.50,
-  status text NOT NULL DEFAULT 'draft',
-  created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX ON {TABLE} (site_id, created_at DESC, id DESC);
-"""
-ALL_OPERATIONS = ["list", "read", "create", "update", "delete"]
+TABLE = PRODUCTS_TABLE
+CREATE_TABLE = CREATE_PRODUCTS + f"CREATE INDEX ON {TABLE} (site_id, created_at DESC, id DESC);\n"
 VISIBLE = {"id", "name", "sku", "price", "status", "created_at", "updated_at"}
-
-
-def manifest(operations: list[str], routes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    entity = {
-        "name": "products",
-        "table": "products",
-        "fields": [
-            {"name": "id", "type": "uuid", "readonly": True},
-            {"name": "name", "type": "string", "required": True},
-            {"name": "sku", "type": "string"},
-            {"name": "price", "type": "decimal"},
-            {"name": "cost", "type": "decimal", "hidden": True},
-            {"name": "status", "type": "string", "readonly": True},
-            {"name": "created_at", "type": "timestamptz", "readonly": True},
-            {"name": "updated_at", "type": "timestamptz", "readonly": True},
-        ],
-        "operations": operations,
-        "filters": ["name", "sku", "price"],
-        "sortable": ["name", "price", "created_at"],
-        "searchable": ["name", "sku"],
-    }
-    module: dict[str, Any] = {"id": MODULE_ID, "name": "shop", "entities": [entity]}
-    if routes:
-        module["routes"] = routes
-    return {"modules": [module]}
 
 
 @dataclass
@@ -119,7 +80,7 @@ async def shop(database: str, tmp_path: Path) -> AsyncIterator[Shop]:
     finally:
         await conn.close()
     path = tmp_path / "shop.yaml"
-    path.write_text(yaml.safe_dump(manifest(ALL_OPERATIONS), sort_keys=False))
+    path.write_text(yaml.safe_dump(shop_manifest(), sort_keys=False))
     code, out = await run_cli("routes", "apply", "-f", str(path), env=env)
     assert (code, out.strip()) == (
         0,
@@ -353,7 +314,7 @@ async def test_removing_an_operation_takes_its_route_away_live(shop: Shop) -> No
         assert (await delete_unknown())[:2] == (404, "not_found")
 
         shop.manifest.write_text(
-            yaml.safe_dump(manifest(["list", "read", "create", "update"]), sort_keys=False)
+            yaml.safe_dump(shop_manifest(["list", "read", "create", "update"]), sort_keys=False)
         )
         code, out = await run_cli("routes", "apply", "-f", str(shop.manifest), env=shop.env)
         assert (code, out.strip()) == (
@@ -385,7 +346,7 @@ async def test_api_consumers_end_to_end(shop: Shop) -> None:
     scopes, allowed endpoints, site binding, live revocation by `modgate consumers revoke`,
     ctx.consumer in a function handler, and the seed's module_api_requests."""
     # A function route beside the entity, to see what the handler pool is told of its caller.
-    shop.manifest.write_text(yaml.safe_dump(manifest(ALL_OPERATIONS, [WHOAMI]), sort_keys=False))
+    shop.manifest.write_text(yaml.safe_dump(shop_manifest(routes=[WHOAMI]), sort_keys=False))
     code, out = await run_cli("routes", "apply", "-f", str(shop.manifest), env=shop.env)
     assert (code, out.strip()) == (
         0,
