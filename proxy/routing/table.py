@@ -122,20 +122,38 @@ def _raw_rest(raw_path: str, rest_index: int) -> str:
     return parts[rest_index] if len(parts) > rest_index else ""
 
 
+class PoolCall:
+    """What a route the handler pool serves (function, entity) carries: the fields of its pool
+    payload that are the same for every call (the handler's key and code, or the entity's JSON
+    and the operation), so a request adds only its caller, params, query and body. Kept out of
+    CompiledRoute's own slots: most routes are proxy routes, and bench/memory_bench.py counts
+    every slot of every route."""
+
+    __slots__ = ("entity", "fields", "handler_key", "operation", "reads_body")
+
+    def __init__(
+        self,
+        fields: Mapping[str, Any],
+        *,
+        handler_key: str | None = None,
+        entity: EntityConfig | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.fields = fields
+        self.handler_key = handler_key
+        self.entity = entity  # an entity route's entity and operation (list read create ...)
+        self.operation = operation
+        self.reads_body = entity is None or operation in BODY_OPERATIONS
+
+
 _NO_POOL_CALL: Mapping[str, Any] = MappingProxyType({})
 
 
 class CompiledRoute:
-    """One route ready to serve: its spec, its template (for logs/metrics) and its target.
+    """One route ready to serve: its spec, its template (for logs/metrics) and its target:
+    a static body, an upstream, or a call to the handler pool (`pool`)."""
 
-    A route the handler pool serves (function, entity) carries `pool_call`: the fields of its
-    pool payload that are the same for every call (the handler's key and code, or the entity's
-    JSON and the operation), so a request adds only its caller, params, query and body."""
-
-    __slots__ = (
-        "entity", "handler_key", "operation", "pool_call", "reads_body", "spec", "static",
-        "target", "template",
-    )  # fmt: skip
+    __slots__ = ("pool", "spec", "static", "target", "template")
 
     def __init__(
         self,
@@ -150,29 +168,21 @@ class CompiledRoute:
         self.template = normalize_template(spec.path)
         self.static: StaticBody | None = None
         self.target: UpstreamTarget | None = None
-        self.handler_key: str | None = None
-        self.pool_call: Mapping[str, Any] = _NO_POOL_CALL
-        # An entity route's entity and operation (list read create update delete).
-        self.entity = entity
-        self.operation = operation
-        self.reads_body = True
+        self.pool: PoolCall | None = None
         if entity is not None:
-            self.reads_body = operation in BODY_OPERATIONS
-            self.pool_call = {
+            fields = {
                 "kind": "entity",
                 "route_id": spec.id,
                 "entity": entity_json or orjson.Fragment(orjson.dumps(entity.as_json())),
                 "operation": operation,
             }
+            self.pool = PoolCall(fields, entity=entity, operation=operation)
         elif spec.handler_type == "function":
             # The pool caches compiled handlers by this key: a code change is a new key.
             digest = hashlib.sha256((spec.handler_code or "").encode()).hexdigest()[:16]
-            self.handler_key = f"{spec.id or spec.method + ' ' + spec.path}:{digest}"
-            self.pool_call = {
-                "route_id": spec.id,
-                "handler_key": self.handler_key,
-                "code": spec.handler_code,
-            }
+            key = f"{spec.id or spec.method + ' ' + spec.path}:{digest}"
+            fields = {"route_id": spec.id, "handler_key": key, "code": spec.handler_code}
+            self.pool = PoolCall(fields, handler_key=key)
         elif spec.handler_type == "static":
             self.static = StaticBody.from_code(spec.handler_code or "")
         elif spec.handler_type == "proxy":
@@ -187,6 +197,26 @@ class CompiledRoute:
                     f"{spec.method} {spec.path}: a proxy route needs handler_url "
                     "or the module's upstream"
                 )
+
+    @property
+    def pool_call(self) -> Mapping[str, Any]:
+        return self.pool.fields if self.pool is not None else _NO_POOL_CALL
+
+    @property
+    def entity(self) -> EntityConfig | None:
+        return self.pool.entity if self.pool is not None else None
+
+    @property
+    def operation(self) -> str | None:
+        return self.pool.operation if self.pool is not None else None
+
+    @property
+    def reads_body(self) -> bool:
+        return self.pool is None or self.pool.reads_body
+
+    @property
+    def handler_key(self) -> str | None:
+        return self.pool.handler_key if self.pool is not None else None
 
     def __repr__(self) -> str:
         return f"<CompiledRoute {self.spec.method} {self.template} {self.spec.handler_type}>"
