@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 class RequestContext:
     __slots__ = (
-        "client_ip", "module_path", "principal", "query", "request_id", "response_headers",
-        "route", "started", "table",
+        "body", "client_ip", "module_path", "principal", "query", "request_id",
+        "response_headers", "route", "started", "table",
     )  # fmt: skip
 
     def __init__(self, request_id: str, started: float) -> None:
@@ -39,6 +39,9 @@ class RequestContext:
         self.route: CompiledRoute | None = None
         self.principal: Principal | None = None
         self.client_ip: IPAddress | None = None
+        # The request body, when a step had to read it whole (a signed request's digest):
+        # what is sent on instead of the request's stream, which is then spent.
+        self.body: bytes | None = None
 
     def __repr__(self) -> str:
         module = self.table.id if self.table is not None else None

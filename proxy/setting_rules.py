@@ -8,6 +8,8 @@ the typed value or raises ValueError/TypeError; `expected` completes the one-lin
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import math
 import re
@@ -95,6 +97,21 @@ def url(*schemes: str, optional: bool = True) -> Rule:
 
     listed = ", ".join(prefixes[:-1]) + " or " + prefixes[-1]
     return Rule(parse, f"a {listed} URL", optional=optional)
+
+
+def key_bytes(size: int) -> Rule:
+    """Base64 text of exactly `size` bytes (kept as the text; decoded where it is used)."""
+
+    def parse(value: object) -> str:
+        if isinstance(value, str):
+            try:
+                if len(base64.b64decode(value.strip(), validate=True)) == size:
+                    return value.strip()
+            except binascii.Error:
+                pass
+        raise ValueError(value)
+
+    return Rule(parse, f"{size} bytes in base64", optional=True)
 
 
 def text(expected: str, *, optional: bool = False) -> Rule:

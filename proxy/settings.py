@@ -34,6 +34,7 @@ from proxy.setting_rules import (
     choice,
     cidr,
     integer,
+    key_bytes,
     list_of,
     origin,
     scope,
@@ -170,6 +171,9 @@ class Settings:
         "Postgres key lookups per second per worker while the key index is not loaded")
     usage_flush_seconds: float = setting(POSITIVE, 5.0,
         "how often key usage (last_used_at, request_count) is written, batched")
+    secrets_key: str | None = setting(key_bytes(32), None,
+        "AES-256-GCM key (32 bytes, base64) that encrypts API consumers' signing secrets; "
+        "unset = no consumer can have one", metavar="BASE64")
     cors_origins: tuple[str, ...] = setting(
         list_of(origin, "a list of origins (https://app.example, *)"), (),
         "origins allowed to call from browsers; preflights answered by the gateway")
@@ -308,7 +312,7 @@ FIELDS: tuple[SettingField, ...] = tuple(
 )
 
 # Never printed: repr and error messages show *** instead.
-SECRET_FIELDS = frozenset({"jwt_secret", "executor_token"})
+SECRET_FIELDS = frozenset({"jwt_secret", "executor_token", "secrets_key"})
 
 _BY_NAME: Mapping[str, SettingField] = {field.name: field for field in FIELDS}
 _BY_ENV: Mapping[str, SettingField] = {field.env_var: field for field in FIELDS}

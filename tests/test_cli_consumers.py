@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -108,6 +109,7 @@ async def test_create_list_update_revoke(
         "  allowed_endpoints: *\n"
         "  rate_limit_per_minute: 30\n"
         "  rate_limit_per_day: 5\n"
+        "  require_signature: False\n"
         "  allowed_ips: any\n"
         "  status: active\n",
     )
@@ -264,3 +266,25 @@ async def test_the_table_escapes_what_a_hand_written_row_holds(
     assert code == 0, out
     assert "\x1b" not in out and "\r" not in out and len(out.splitlines()) == 2
     assert out.splitlines()[1].split()[2] == "a\\r\\nb\\x1b[2J"
+
+
+async def test_create_with_secret_prints_it_once(
+    cli_env: dict[str, str], database: str, tmp_path: Path
+) -> None:
+    args = ("create", "--module", MODULE, "--site", SITE, "--name", "Signer", "--with-secret",
+            "--require-signature")  # fmt: skip
+    code, out = await consumers(cli_env, tmp_path, *args)
+    assert code == 2
+    assert "--with-secret needs secrets_key" in out and "MODGATE_SECRETS_KEY" in out
+    env = {**cli_env, "MODGATE_SECRETS_KEY": base64.b64encode(b"k" * 32).decode()}
+    code, out = await consumers(env, tmp_path, *args, "--json")
+    assert code == 0, out
+    created = json.loads(out)
+    assert len(created["secret"]) == 43 and created["require_signature"] is True
+    code, out = await consumers(env, tmp_path, *args)
+    assert code == 0, out
+    assert re.search(r"^secret: \S{43}$", out, re.MULTILINE) is not None
+    assert "The key and the secret are shown only once" in out
+    rows = await stored(database)
+    assert all(row["require_signature"] and row["secret_ciphertext"] for row in rows)
+    assert created["secret"] not in json.dumps(rows)

@@ -363,6 +363,8 @@ BAD_VALUES: list[tuple[str, object, str]] = [
     ("log_retention_days", "-1", "an integer >= 0"),
     ("executor_url", "tcp://pool:8090", "a http:// or https:// URL"),
     ("executor_token", 42, "a secret"),
+    ("secrets_key", "c2hvcnQ=", "32 bytes in base64"),
+    ("secrets_key", "not base64!", "32 bytes in base64"),
     ("executor_listen", "8090", _LISTEN),
     ("executor_workers", "0", "an integer >= 1"),
     ("executor_timeout_seconds", "0", "a number > 0"),
@@ -379,7 +381,7 @@ BAD_VALUES: list[tuple[str, object, str]] = [
 
 def _shown(value: object, key: str = "") -> str:
     # What the message quotes: secrets masked, like the real thing.
-    if key in ("jwt_secret", "executor_token"):
+    if key in ("jwt_secret", "executor_token", "secrets_key"):
         return "'***'"
     return repr(value.replace(":pw@", ":***@") if isinstance(value, str) else value)
 

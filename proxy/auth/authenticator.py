@@ -15,6 +15,9 @@ Strategy, per request:
 3. Authorization: a key works only for its own module, from its allowed IPs and origins; a
    consumer only for its own module, from its allowed IPs, on its allowed endpoints (the
    matched route's method and template); every required scope must be granted.
+A consumer's signed request (RFC 9421) is verified by `signatures` (proxy/auth/signatures.py),
+which the pipeline calls right after `authenticate` for a consumer that requires signatures or
+sent one: it needs the request's target and body, which this step does not read.
 Every 401 says the same thing whatever the reason, so nobody can probe which keys exist; the
 reason goes to the log (with the key prefix only) and to metrics.
 """
@@ -39,6 +42,7 @@ from proxy.auth.key_directory import ApiKey, KeyDirectory
 from proxy.auth.key_fields import canonical_uuid
 from proxy.auth.principal import ANONYMOUS, API_KEY, CONSUMER, JWT, Principal
 from proxy.auth.scopes import Grants
+from proxy.auth.signatures import SignatureVerifier
 from proxy.errors import BadRequest, Forbidden, Unauthorized
 from proxy.observability import metrics
 
@@ -82,7 +86,7 @@ def _forbidden(reason: str, message: str) -> Forbidden:
 
 
 class Authenticator:
-    __slots__ = ("_clock", "consumer_usage", "consumers", "jwt", "keys", "usage")
+    __slots__ = ("_clock", "consumer_usage", "consumers", "jwt", "keys", "signatures", "usage")
 
     def __init__(
         self,
@@ -92,6 +96,7 @@ class Authenticator:
         usage: UsageRecorder | None = None,
         consumers: ConsumerDirectory | None = None,
         consumer_usage: UsageRecorder | None = None,
+        signatures: SignatureVerifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
@@ -100,6 +105,7 @@ class Authenticator:
         # None (the embedded mode: consumers live only in Postgres): every dk_ key is unknown.
         self.consumers = consumers
         self.consumer_usage = consumer_usage
+        self.signatures = signatures or SignatureVerifier()
         self._clock = clock
 
     async def authenticate(

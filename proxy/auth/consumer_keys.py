@@ -7,6 +7,7 @@ key is shown once, at creation. The seed stores its consumer keys in plain text:
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass
 from typing import Final
@@ -47,3 +48,6 @@ class ConsumerRecord:
     rate_limit_per_day: int | None = DEFAULT_RATE_LIMIT_PER_DAY
     allowed_ips: tuple[str, ...] = ()
     is_active: bool = True
+    # The signing secret, AES-GCM sealed (proxy/auth/secret_box.py); None: the consumer has none.
+    secret_ciphertext: bytes | None = dataclasses.field(default=None, repr=False)
+    require_signature: bool = False

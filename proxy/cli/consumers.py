@@ -2,8 +2,10 @@
 
 `modgate keys`'s twin (proxy/cli/keys.py), for `module_api_consumers`: the key (`dk_...`) is
 printed once, by `create`, and stored nowhere; every other output shows the prefix (its first
-12 characters) and never the hash. Exit codes are those of `modgate`: 0 success, 1 Postgres
-failed or the consumer does not exist, 2 bad usage or a bad value (one line naming the flag).
+12 characters) and never the hash. `create --with-secret` also prints a signing secret once
+(stored AES-GCM sealed under `secrets_key`, which it then needs: proxy/auth/secret_box.py).
+Exit codes are those of `modgate`: 0 success, 1 Postgres failed or the consumer does not exist,
+2 bad usage or a bad value (one line naming the flag).
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from proxy.auth.key_fields import CONSUMER_SCOPES
+from proxy.auth.secret_box import NO_SECRETS_KEY, SecretBox
 from proxy.cli.credentials import (
     add_limit_args,
     add_list_action,
@@ -27,7 +32,7 @@ from proxy.cli.credentials import (
     when,
     with_connection,
 )
-from proxy.cli.settings_args import add_settings_args
+from proxy.cli.settings_args import add_settings_args, settings_from_args
 from proxy.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,7 +55,7 @@ _LIST_HEADER = ("ID", "PREFIX", "NAME", "SITE", "SCOPES", "ENDPOINTS", "STATUS",
                 "REQUESTS")  # fmt: skip
 # What `update` prints of a consumer, then allowed_ips ("any" when empty) and the status.
 _UPDATE_SHOWN = ("name", "description", "scopes", "allowed_endpoints", "rate_limit_per_minute",
-                 "rate_limit_per_day")  # fmt: skip
+                 "rate_limit_per_day", "require_signature")  # fmt: skip
 
 
 def add_consumers_commands(sub: Any) -> None:
@@ -74,6 +79,17 @@ def add_consumers_commands(sub: Any) -> None:
     create.add_argument("--site", required=True, metavar="UUID", help="site id")
     create.add_argument("--name", required=True, metavar="TEXT", help="a name for people")
     create.add_argument("--description", metavar="TEXT", help="what the consumer is")
+    create.add_argument(
+        "--with-secret",
+        action="store_true",
+        help="also make a signing secret for HTTP Message Signatures, printed once (needs "
+        "secrets_key: MODGATE_SECRETS_KEY)",
+    )
+    create.add_argument(
+        "--require-signature",
+        action="store_true",
+        help="refuse (401) this consumer's requests unless signed (needs --with-secret)",
+    )
     _grant_args(create, default=True)
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=cmd_create)
@@ -107,6 +123,11 @@ def add_consumers_commands(sub: Any) -> None:
     _grant_args(update, default=False)
     update.add_argument(
         "--clear-allowed-ips", action="store_true", help="remove all IP restrictions"
+    )
+    update.add_argument(
+        "--require-signature",
+        action=argparse.BooleanOptionalAction,
+        help="refuse (401) this consumer's requests unless signed, or no longer",
     )
     update.set_defaults(func=cmd_update)
 
@@ -142,7 +163,14 @@ def cmd_create(args: argparse.Namespace) -> int:
         {"scopes": args.scope, "allowed_endpoints": args.allowed_endpoint, **rate_limits(args)}
     )  # absent: the defaults
 
-    summary, key = with_connection(
+    box = None
+    if args.with_secret:
+        box = SecretBox.from_setting(settings_from_args(args, "database_url").secrets_key)
+        if box is None:
+            raise ConfigError(NO_SECRETS_KEY)
+    elif args.require_signature:
+        raise ConfigError("--require-signature needs --with-secret (or nothing could sign)")
+    summary, key, secret = with_connection(
         args,
         lambda conn: create_consumer(
             conn,
@@ -151,6 +179,8 @@ def cmd_create(args: argparse.Namespace) -> int:
             name=args.name,
             description=args.description,
             allowed_ips=args.allowed_ip or (),
+            secrets=box,
+            require_signature=args.require_signature,
             **grants,
         ),
         _FLAGS,
@@ -158,9 +188,19 @@ def cmd_create(args: argparse.Namespace) -> int:
     fields = (
         "id", "key_prefix", "name", "description", "module_id", "site_id", "scopes",
         "allowed_endpoints", "rate_limit_per_minute", "rate_limit_per_day", "allowed_ips",
-        "is_active", "created_at",
+        "is_active", "require_signature", "created_at",
     )  # fmt: skip
-    return print_created(args, "consumer", summary, key, fields)
+    if secret is None:
+        return print_created(args, "consumer", summary, key, fields)
+    if args.json:
+        shown_once = {"key": key, "secret": secret, **{f: getattr(summary, f) for f in fields}}
+        print(orjson.dumps(shown_once).decode())
+        return 0
+    print(f"created consumer {summary.id} ({summary.key_prefix}) {summary.name!r}")
+    print(f"key: {key}")
+    print(f"secret: {secret}")
+    print("The key and the secret are shown only once and cannot be shown again: store them now.")
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -213,6 +253,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             "scopes": args.scope,
             "allowed_endpoints": args.allowed_endpoint,
             "allowed_ips": replacement(args.allowed_ip, args.clear_allowed_ips, "--allowed-ip"),
+            "require_signature": args.require_signature,
         }
     )
     if args.description is not None and args.clear_description:

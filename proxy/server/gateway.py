@@ -21,6 +21,7 @@ from proxy.auth.client_address import ClientAddressResolver
 from proxy.auth.cors import CorsPolicy
 from proxy.auth.jwt import JwtVerifier
 from proxy.auth.key_directory import KeyDirectory
+from proxy.auth.signatures import DEFAULT_WINDOW_SECONDS, RedisNonces, SignatureVerifier
 from proxy.executor.client import ExecutorClient, create_executor_pool
 from proxy.observability.access_log import AccessLog
 from proxy.observability.observer import RequestObserver
@@ -123,21 +124,29 @@ class Gateway:
         self.pool = create_pool(settings.upstream)
         self.http = LazySession(settings.upstream)  # the gateway's own calls: JWKS
         self.jwt = JwtVerifier.from_settings(settings, self.http)
+        self.executor = executor_client(settings)
+        self.redis: Redis | None = None
+        self.limiter: RateLimiter | None = None
+        redis = settings.redis
+        if settings.rate_limit_enabled:
+            if redis.url:
+                self.redis = create_redis_client(redis.url, timeout=redis.timeout_seconds)
+            self.limiter = rate_limiter(settings, self.redis)
+        # Signed requests' nonces: in the limiter's Redis, shared by every replica; without
+        # it, in this process only.
+        nonces = None
+        if self.redis is not None:
+            nonces = RedisNonces(
+                self.redis, window=DEFAULT_WINDOW_SECONDS, timeout=redis.timeout_seconds
+            )
         self.authenticator = Authenticator(
             self.keys,
             self.jwt,
             usage=self.usage,
             consumers=self.consumers,
             consumer_usage=self.consumer_usage,
+            signatures=SignatureVerifier(nonces),
         )
-        self.executor = executor_client(settings)
-        self.redis: Redis | None = None
-        self.limiter: RateLimiter | None = None
-        if settings.rate_limit_enabled:
-            redis = settings.redis
-            if redis.url:
-                self.redis = create_redis_client(redis.url, timeout=redis.timeout_seconds)
-            self.limiter = rate_limiter(settings, self.redis)
         self.access_log = AccessLog() if settings.access_log else None
         self.observer = RequestObserver(access_log=self.access_log, request_log=self.request_log)
         self._dependencies: tuple[Dependency, ...] = parts.dependencies

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from proxy.auth.consumers import ConsumerDirectory
 from proxy.auth.key_directory import KeyDirectory
+from proxy.auth.secret_box import SecretBox
 from proxy.auth.usage import UsageRecorder
 from proxy.observability.request_log import RequestLog
 from proxy.routing.registry import RouteRegistry
@@ -73,6 +74,7 @@ def postgres_store(
         capacity=cache.cache_size,
         negative_ttl=cache.negative_ttl_seconds,
         lookup_budget_per_second=cache.lookup_budget_per_second,
+        box=SecretBox.from_setting(settings.secrets_key),
     )
     source = PostgresSource(
         settings.database,

@@ -13,6 +13,7 @@ to.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -25,6 +26,7 @@ from proxy.auth.authenticator import Authenticator, authorize
 from proxy.auth.client_address import ClientAddressResolver
 from proxy.auth.cors import VARY, CorsPolicy, is_preflight
 from proxy.auth.principal import Principal
+from proxy.auth.signatures import has_signature
 from proxy.errors import (
     BadRequest,
     DatabaseRequired,
@@ -148,6 +150,14 @@ class Pipeline:
             request.remote, headers.get("X-Forwarded-For")
         )
         ctx.principal = principal = await self.auth.authenticate(headers, spec, ctx.query)
+        consumer = principal.consumer
+        if consumer is not None and (consumer.require_signature or has_signature(headers)):
+            ctx.body = await self.auth.signatures.verify(
+                request,
+                consumer,
+                scheme=self._client_scheme(request),
+                read_body=functools.partial(self._read_body, request),
+            )
         authorize(principal, spec, table.id, client_ip, origin)
         if self.limiter is not None:
             decision = await self.limiter.check(principal, spec, table.id, client_ip)
@@ -157,6 +167,14 @@ class Pipeline:
                 if not decision.allowed:
                     raise RateLimited(limit_headers, quota=is_quota(decision))
         return await self._dispatch(request, ctx, match, table, principal)
+
+    def _client_scheme(self, request: web.BaseRequest) -> str:
+        """The scheme the client used: a trusted proxy's X-Forwarded-Proto (TLS ends there),
+        else the gateway's own."""
+        forwarded = request.headers.get("X-Forwarded-Proto")
+        if forwarded and self.addresses.trusts(request.remote):
+            return forwarded.split(",")[0].strip().lower()
+        return request.scheme
 
     def _locate(self, request: web.BaseRequest, ctx: RequestContext) -> ModuleTable:
         """The module's table; it, the normalised path within the module and the query go in
@@ -290,19 +308,21 @@ class Pipeline:
         }
         if entity is None:
             payload["query"] = dict(parse_qsl(ctx.query))
-            payload["body"] = await self._json_body(request)
+            payload["body"] = await self._json_body(request, ctx)
             payload["headers"] = visible_headers(request.headers)
         else:
             # In order, repeats and blanks kept: the pool's query grammar refuses what it does
             # not know, so nothing may be dropped here.
             payload["query"] = parse_qsl(ctx.query, keep_blank_values=True)
             payload["body"] = (
-                await self._json_body(request, json_only=True) if route.reads_body else None
+                await self._json_body(request, ctx, json_only=True) if route.reads_body else None
             )
             payload["method"] = request.method
         return await self.executor.call(payload, ctx)
 
-    async def _json_body(self, request: web.BaseRequest, *, json_only: bool = False) -> Any:
+    async def _json_body(
+        self, request: web.BaseRequest, ctx: RequestContext, *, json_only: bool = False
+    ) -> Any:
         """The request body as JSON (None when empty): 413 past the limit, 400 if malformed;
         `json_only` (an entity's create or update): 415 unless its Content-Type is JSON."""
         if not request.body_exists:
@@ -311,6 +331,16 @@ class Pipeline:
             raise UnsupportedMediaType(
                 f"Request body must be application/json, not {request.content_type[:64]}"
             )
+        raw = ctx.body if ctx.body is not None else await self._read_body(request)
+        if not raw.strip():
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequest("Malformed JSON body") from None
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The whole body, held in memory: at most `handler_body_limit` bytes (413 past it)."""
         limit = self.handler_body_limit
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
@@ -318,12 +348,7 @@ class Pipeline:
         raw = await request.content.read(limit + 1)
         if len(raw) > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
-        if not raw.strip():
-            return None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise BadRequest("Malformed JSON body") from None
+        return raw
 
 
 def _is_json(media_type: str) -> bool:

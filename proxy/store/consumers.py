@@ -14,6 +14,7 @@ socket failures become StoreError.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ from proxy.auth.key_fields import (
     parse_rate_limit,
     parse_uuid,
 )
+from proxy.auth.secret_box import SecretBox, generate_secret
 from proxy.errors import StoreError
 from proxy.retry import WriteAttempt
 from proxy.routing.entity_routes import entity_routes
@@ -48,13 +50,14 @@ from proxy.store.routes import load_modules
 _RECORD_COLUMNS = """
 id::text AS id, module_id::text AS module_id, site_id::text AS site_id, key_prefix, key_hash,
 name, scopes, allowed_endpoints, rate_limit_per_minute, rate_limit_per_day,
-allowed_ips::text[] AS allowed_ips, is_active
+allowed_ips::text[] AS allowed_ips, is_active, secret_ciphertext, require_signature
 """
 # Never key_hash: a summary is what gets printed and serialized.
 _SUMMARY_COLUMNS = """
 id::text AS id, key_prefix, name, description, module_id::text AS module_id,
 site_id::text AS site_id, site_module_id::text AS site_module_id, scopes, allowed_endpoints,
 rate_limit_per_minute, rate_limit_per_day, allowed_ips::text[] AS allowed_ips, is_active,
+secret_ciphertext IS NOT NULL AS has_secret, require_signature,
 COALESCE(total_requests, 0) AS total_requests, last_request_at, created_at, updated_at
 """
 _FETCH_ACTIVE = f"""
@@ -67,10 +70,10 @@ WHERE key_hash = ANY($1::text[]) AND is_active = true
 _ACTIVE_HASHES = "SELECT key_hash FROM module_api_consumers WHERE is_active = true"
 _INSERT = f"""
 INSERT INTO module_api_consumers (
-  module_id, site_id, key_prefix, key_hash, name, description, scopes, allowed_endpoints,
-  rate_limit_per_minute, rate_limit_per_day, allowed_ips)
-VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6, $7::text[], $8::text[], $9::int, $10::int,
-        $11::text[]::inet[])
+  id, module_id, site_id, key_prefix, key_hash, name, description, scopes, allowed_endpoints,
+  rate_limit_per_minute, rate_limit_per_day, allowed_ips, secret_ciphertext, require_signature)
+VALUES ($12::uuid, $1::uuid, $2::uuid, $3, $4, $5, $6, $7::text[], $8::text[], $9::int,
+        $10::int, $11::text[]::inet[], $13::bytea, $14::bool)
 RETURNING {_SUMMARY_COLUMNS}
 """
 _SELECT_SUMMARIES = f"""
@@ -96,6 +99,7 @@ UPDATE module_api_consumers SET
   rate_limit_per_minute = COALESCE($7::int, rate_limit_per_minute),
   rate_limit_per_day = COALESCE($8::int, rate_limit_per_day),
   allowed_ips = CASE WHEN $9::text[] IS NULL THEN allowed_ips ELSE $9::text[]::inet[] END,
+  require_signature = COALESCE($10::bool, require_signature),
   updated_at = NOW()
 WHERE id = $1::uuid
 RETURNING {_SUMMARY_COLUMNS}
@@ -126,6 +130,8 @@ class ConsumerSummary:
     rate_limit_per_day: int | None
     allowed_ips: tuple[str, ...]
     is_active: bool
+    has_secret: bool  # a signing secret is stored (encrypted; never shown again)
+    require_signature: bool
     total_requests: int
     last_request_at: datetime | None
     created_at: datetime | None
@@ -162,8 +168,11 @@ async def create_consumer(
     rate_limit_per_minute: int | None = DEFAULT_RATE_LIMIT_PER_MINUTE,
     rate_limit_per_day: int | None = DEFAULT_RATE_LIMIT_PER_DAY,
     allowed_ips: Iterable[str] = (),
-) -> tuple[ConsumerSummary, str]:
-    """Store a new consumer (key prefix and hash only); returns it and its key, shown once.
+    secrets: SecretBox | None = None,
+    require_signature: bool = False,
+) -> tuple[ConsumerSummary, str, str | None]:
+    """Store a new consumer (key prefix and hash only); returns it, its key and, with
+    `secrets` (the `secrets_key`), a signing secret stored sealed: both shown once.
     The module must exist (modgate_modules: `modgate routes apply` registers it)."""
     module = parse_uuid(module_id, "module_id")
     values = (
@@ -177,18 +186,23 @@ async def create_consumer(
         parse_networks(allowed_ips),
     )
     key = generate_consumer_key()
+    # The id is made here: it is the sealed secret's associated data (secret_box.py).
+    consumer_id = str(uuid.uuid4())
+    secret = None if secrets is None else generate_secret()
+    sealed = None if secrets is None or secret is None else secrets.seal(secret, consumer_id)
     site, name, description, *rest = values
     try:
         row = await conn.fetchrow(
-            _INSERT, module, site, key_prefix(key), hash_key(key), name, description, *rest
-        )
+            _INSERT, module, site, key_prefix(key), hash_key(key), name, description, *rest,
+            consumer_id, sealed, require_signature,
+        )  # fmt: skip
     except asyncpg.ForeignKeyViolationError:
         raise InvalidKeyField(
             "module_id", f"no module {module} (register it first: modgate routes apply)"
         ) from None
     except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
         raise StoreError(f"cannot create an API consumer: {exc}") from exc
-    return _summary(row), key
+    return _summary(row), key, secret
 
 
 async def get_consumer(conn: Any, consumer_id: str) -> ConsumerSummary | None:
@@ -238,6 +252,7 @@ async def update_consumer(
     rate_limit_per_minute: int | None = None,
     rate_limit_per_day: int | None = None,
     allowed_ips: Iterable[str] | None = None,
+    require_signature: bool | None = None,
 ) -> ConsumerSummary | None:
     """Change only the given fields (None: unchanged; an empty list clears it; description
     None removes it); None when there is no such consumer. A revoked one stays revoked."""
@@ -253,6 +268,7 @@ async def update_consumer(
         parse_rate_limit(rate_limit_per_minute, "rate_limit_per_minute"),
         parse_rate_limit(rate_limit_per_day, "rate_limit_per_day"),
         None if allowed_ips is None else parse_networks(allowed_ips),
+        require_signature,
     )
     if endpoints is not None:
         module = await run(conn.fetchval(_MODULE_OF, consumer), "read an API consumer")

@@ -67,11 +67,20 @@ async def _counted(content: StreamReader, state: _BodyState) -> AsyncIterator[by
         yield chunk
 
 
+async def _buffered(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
 def _request_body(
-    request: web.BaseRequest, state: _BodyState
+    request: web.BaseRequest, state: _BodyState, buffered: bytes | None
 ) -> StreamReader | AsyncIterator[bytes] | None:
     if not request.body_exists:
         return None
+    if buffered is not None:
+        # Read whole already (a signed request's digest), within the handler body limit: the
+        # stream is spent, these are its bytes. The framing stays the client's (the parser
+        # delivered exactly Content-Length bytes; chunked is re-encoded as one chunk).
+        return _buffered(buffered)
     length = request.content_length
     if length is not None:
         # The HTTP parser never delivers more than Content-Length, so the header is the limit.
@@ -172,13 +181,15 @@ async def exchange(
     max_body_bytes: int,
     response_headers: dict[str, str],
     gateway_cors: bool,
+    buffered_body: bytes | None = None,
 ) -> web.StreamResponse:
     """Send `request` to `target` (path and query) on `endpoint` with `header_lines` and
     return the relayed response, with the gateway's `response_headers` applied; with
     `gateway_cors` (CORS on) the upstream's Access-Control-* headers are dropped and its Vary
-    merged with the gateway's."""
+    merged with the gateway's. `buffered_body`: the request's body when a step already read it
+    whole (its stream is spent)."""
     state = _BodyState(max_body_bytes)
-    body = _request_body(request, state)
+    body = _request_body(request, state, buffered_body)
     method = request.method
     head = request_head(method, target, endpoint, header_lines, _framing(request, body))
     origin = endpoint.origin

@@ -91,6 +91,7 @@ class Forwarder:
             path,
             lines,
             max_body_bytes=self.max_body_bytes,
+            buffered_body=ctx.body,
             response_headers=ctx.response_headers,
             gateway_cors=self.gateway_cors,
         )

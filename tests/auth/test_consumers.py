@@ -6,6 +6,8 @@ counters, the request log's consumer_id and the seed's module_api_requests view.
 
 from __future__ import annotations
 
+import base64
+import datetime
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -17,13 +19,16 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from proxy.auth.secret_box import SecretBox
 from proxy.routing.manifest import parse_manifest
 from proxy.server.gateway import Gateway
 from proxy.store.consumers import create_consumer, revoke_consumer, update_consumer
 from proxy.store.routes import apply_manifest
+from tests.conftest import REDIS_URL
 from tests.support.fake_pool import RecordingPool
 from tests.support.gateway import serve_database
 from tests.support.polling import eventually
+from tests.support.signing import signed_headers
 
 SHOP = "8d2f4c1a-6b3e-4f5a-9c7d-1e2f3a4b5c6d"
 OTHER = "2c4e6a8b-0d1f-4a3b-8c5d-7e9f1a3b5c7d"
@@ -52,13 +57,18 @@ class Shop:
 
     async def consumer(self, **fields: Any) -> tuple[str, str]:
         """A new consumer of the shop for SITE (overrides: `fields`): (id, key)."""
+        consumer_id, key, _ = await self.signing_consumer(**fields)
+        return consumer_id, key
+
+    async def signing_consumer(self, **fields: Any) -> tuple[str, str, str | None]:
+        """`consumer`, with its signing secret when `secrets` (a SecretBox) is given."""
         conn = await asyncpg.connect(self.database)
         try:
             args: dict[str, Any] = {"module_id": SHOP, "site_id": SITE, "name": "app"}
-            summary, key = await create_consumer(conn, **{**args, **fields})
+            summary, key, secret = await create_consumer(conn, **{**args, **fields})
         finally:
             await conn.close()
-        return summary.id, key
+        return summary.id, key, secret
 
     async def status(self, method: str, path: str, key: str, **kw: Any) -> int:
         headers = {"Authorization": f"Bearer {key}", **kw.pop("headers", {})}
@@ -84,6 +94,8 @@ async def shop(
 
     async def echo(request: web.Request) -> web.Response:
         seen.append(dict(request.headers))
+        if request.path == "/echo":
+            return web.Response(body=await request.read())
         return web.json_response({"ok": True})
 
     upstream_app = web.Application()
@@ -100,6 +112,8 @@ async def shop(
         routes = [
             {"path": "/status", "method": "GET", "handler_type": "proxy",
              "handler_url": f"http://127.0.0.1:{upstream.port}/status"},
+            {"path": "/echo", "method": "POST", "handler_type": "proxy",
+             "handler_url": f"http://127.0.0.1:{upstream.port}/echo"},
             {"path": "/open", "method": "GET", "handler_type": "static", "handler_code": '"o"',
              "requires_auth": False},
         ]  # fmt: skip
@@ -333,3 +347,105 @@ async def test_a_key_is_never_stored_in_plain_text(shop: Any) -> None:
     assert row["key_hash"] == hashlib.sha256(key.encode()).hexdigest()
     assert row["key_prefix"] == key[:12]
     assert secrets.compare_digest(row["key_prefix"], key[:12])
+
+
+# -- signed requests (RFC 9421) ---------------------------------------------------------------
+
+SECRETS_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+async def _signer(s: Shop, **fields: Any) -> tuple[str, str, str]:
+    consumer_id, key, secret = await s.signing_consumer(
+        secrets=SecretBox.from_setting(SECRETS_KEY), scopes=["read", "write"], **fields
+    )
+    assert secret is not None
+    return consumer_id, key, secret
+
+
+def _url(s: Shop, path: str) -> str:
+    return str(s.client.make_url(f"/api/modules/shop{path}"))
+
+
+async def test_signed_requests_are_verified(shop: Any) -> None:
+    s: Shop = await shop(
+        secrets_key=SECRETS_KEY, rate_limit_enabled=True, redis_url=REDIS_URL
+    )  # Redis: nonces shared by replicas
+    consumer_id, key, secret = await _signer(s, require_signature=True)
+    auth = {"Authorization": f"Bearer {key}"}
+    body = b'{"title": "signed"}'
+    url = _url(s, "/orders")
+
+    def sign(**kw: Any) -> dict[str, str]:
+        options = {"key_id": consumer_id, "secret": secret, "body": body, **kw}
+        return {
+            **auth,
+            "Content-Type": "application/json",
+            **signed_headers("POST", url, **options),
+        }
+
+    headers = sign()
+    r = await s.client.post("/api/modules/shop/orders", data=body, headers=headers)
+    assert r.status == 201, await r.text()
+    assert s.pool.calls[-1]["body"] == {"title": "signed"}  # the bytes read are sent on
+    # The same nonce again: a replay.
+    r = await s.client.post("/api/modules/shop/orders", data=body, headers=headers)
+    assert r.status == 401
+    # A tampered body: Content-Digest no longer matches.
+    r = await s.client.post("/api/modules/shop/orders", data=b'{"title": "x"}', headers=sign())
+    assert r.status == 401
+    # created 301 s ago, or ahead: outside the window.
+    for offset in (-301, 301):
+        created = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=offset)
+        r = await s.client.post(
+            "/api/modules/shop/orders", data=body, headers=sign(created=created)
+        )
+        assert r.status == 401
+    # Another key: wrong secret, or another consumer's id as keyid.
+    for kw in ({"secret": "not-the-secret"}, {"key_id": "00000000-0000-4000-8000-000000000000"}):
+        r = await s.client.post("/api/modules/shop/orders", data=body, headers=sign(**kw))
+        assert r.status == 401
+    # Required, and missing.
+    r = await s.client.post("/api/modules/shop/orders", data=body, headers=auth)
+    assert r.status == 401
+    # Signed GET without a body, through a proxy route: the signature covers the target URI.
+    r = await s.client.get(
+        "/api/modules/shop/status",
+        headers={
+            **auth,
+            **signed_headers("GET", _url(s, "/status"), key_id=consumer_id, secret=secret),
+        },
+    )
+    assert r.status == 200
+    r = await s.client.get(
+        "/api/modules/shop/status?other=1",
+        headers={
+            **auth,
+            **signed_headers("GET", _url(s, "/status"), key_id=consumer_id, secret=secret),
+        },
+    )
+    assert r.status == 401
+
+
+async def test_signed_body_is_forwarded_to_a_proxy_route(shop: Any) -> None:
+    s: Shop = await shop(secrets_key=SECRETS_KEY)
+    consumer_id, key, secret = await _signer(s)
+    body = b"raw bytes, not JSON"
+    headers = signed_headers("POST", _url(s, "/echo"), key_id=consumer_id, secret=secret, body=body)
+    r = await s.client.post(
+        "/api/modules/shop/echo", data=body, headers={"X-API-Key": key, **headers}
+    )
+    assert (r.status, await r.read()) == (200, body)
+
+
+async def test_unsigned_requests_pass_unless_required_and_the_secret_is_sealed(shop: Any) -> None:
+    s: Shop = await shop(secrets_key=SECRETS_KEY)
+    consumer_id, key, secret = await _signer(s)
+    assert await s.status("GET", "/products", key) == 200  # not required: unsigned is fine
+    stored = await s.fetchval(
+        "SELECT secret_ciphertext FROM module_api_consumers WHERE id = $1::uuid", consumer_id
+    )
+    assert stored is not None and secret.encode() not in stored and secret not in stored.hex()
+    # A signature from a consumer without a secret cannot be verified.
+    _, plain_key = await s.consumer()
+    headers = signed_headers("GET", _url(s, "/products"), key_id=consumer_id, secret=secret)
+    assert await s.status("GET", "/products", plain_key, headers=headers) == 401

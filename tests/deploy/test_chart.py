@@ -45,7 +45,9 @@ RELEASE = "modgate"
 NAMESPACE = "platform"
 SHUTDOWN_GRACE_DEFAULT = 15.0
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-SECRET_SETTINGS = {"database_url", "redis_url", "jwt_secret", "jwt_public_key", "executor_token"}
+SECRET_SETTINGS = {
+    "database_url", "redis_url", "jwt_secret", "jwt_public_key", "executor_token", "secrets_key",
+}  # fmt: skip
 # Stand-ins for secretKeyRef values, valid for modgate's settings parser.
 SECRET_STANDINS = {
     "MODGATE_DATABASE_URL": "postgresql://modgate:secret@db:5432/platform",

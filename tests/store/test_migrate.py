@@ -170,6 +170,7 @@ ALL_MIGRATIONS = [
     "0003_encoded_slashes",
     "0004_entities",
     "0005_api_consumers",
+    "0006_consumer_secrets",
 ]
 
 
@@ -185,6 +186,7 @@ async def test_blank_database_gets_every_migration_once(blank_database: str) -> 
             (3, "0003_encoded_slashes"),
             (4, "0004_entities"),
             (5, "0005_api_consumers"),
+            (6, "0006_consumer_secrets"),
         ]
         assert {
             "module_api_keys",

@@ -120,6 +120,7 @@ redisUrl: MODGATE_REDIS_URL
 jwtSecret: MODGATE_JWT_SECRET
 jwtPublicKey: MODGATE_JWT_PUBLIC_KEY
 executorToken: MODGATE_EXECUTOR_TOKEN
+secretsKey: MODGATE_SECRETS_KEY
 {{- end -}}
 
 {{/* Fails on a secret with both value and existingSecret; true when any value is set. */}}
@@ -142,7 +143,7 @@ Env entries for secrets. Call with (dict "root" $ "only" (list "databaseUrl") "s
 {{- $root := .root -}}
 {{- $chartSecret := default (include "modgate.secretName" $root) .secretName -}}
 {{- $envs := include "modgate.secretEnvMap" $root | fromYaml -}}
-{{- range $name := list "databaseUrl" "redisUrl" "jwtSecret" "jwtPublicKey" "executorToken" -}}
+{{- range $name := list "databaseUrl" "redisUrl" "jwtSecret" "jwtPublicKey" "executorToken" "secretsKey" -}}
 {{- $s := index $root.Values.secrets $name -}}
 {{- if and (or (empty $.only) (has $name $.only)) (or $s.value $s.existingSecret) }}
 - name: {{ index $envs $name }}
