@@ -114,6 +114,11 @@ async def test_create_list_update_revoke(
         "  status: active\n",
     )
 
+    # Requiring signatures of a consumer without a secret would lock it out: refused.
+    code, out = await consumers(cli_env, tmp_path, "update", consumer_id, "--require-signature")
+    assert code == 2, out
+    assert "--require-signature" in out and "has no secret to sign with" in out, out
+
     code, out = await consumers(cli_env, tmp_path, "revoke", consumer_id)
     assert (code, out) == (0, f"revoked {consumer_id} ({prefix})\n")
     code, out = await consumers(cli_env, tmp_path, "revoke", consumer_id)

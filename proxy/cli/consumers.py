@@ -48,6 +48,7 @@ _FLAGS = {
     "rate_limit_per_minute": "--rate-limit-per-minute",
     "rate_limit_per_day": "--rate-limit-per-day",
     "allowed_ips": "--allowed-ip",
+    "require_signature": "--require-signature",
     "consumer_id": "CONSUMER_ID",
 }
 _SCOPES = ", ".join(CONSUMER_SCOPES)

@@ -270,6 +270,17 @@ async def update_consumer(
         None if allowed_ips is None else parse_networks(allowed_ips),
         require_signature,
     )
+    if require_signature:
+        # Requiring a signature of a consumer without a secret would lock it out for good.
+        sealed = await run(conn.fetchrow(_SECRET_OF, consumer), "read an API consumer")
+        if sealed is None:
+            return None
+        if not sealed[0]:
+            raise InvalidKeyField(
+                "require_signature",
+                "this consumer has no secret to sign with (a consumer gets one when it is "
+                "created with --with-secret)",
+            )
     if endpoints is not None:
         module = await run(conn.fetchval(_MODULE_OF, consumer), "read an API consumer")
         if module is None:
@@ -292,6 +303,7 @@ async def record_consumer_usage(
 # -- allowed endpoints against the module's routes ------------------------------------------
 
 _MODULE_OF = "SELECT module_id::text FROM module_api_consumers WHERE id = $1::uuid"
+_SECRET_OF = "SELECT secret_ciphertext IS NOT NULL FROM module_api_consumers WHERE id = $1::uuid"
 _ROUTES_SHOWN = 5  # how many of the module's routes a refusal lists
 
 
