@@ -45,6 +45,7 @@ async def test_migrate_apply_serve_and_reapply(blank_database: str, tmp_path: Pa
             "applied 0003_encoded_slashes",
             "applied 0004_entities",
             "applied 0005_api_consumers",
+            "applied 0006_consumer_secrets",
         ],
     )
     code, out = await run_cli("migrate", env=env, cwd=cwd)
