@@ -62,7 +62,8 @@ def nonce_key(consumer_id: str, nonce: str) -> str:
 
 
 class RedisNonces:
-    """Nonces shared by every replica: one `SET key 1 NX EX window` per signed request.
+    """Nonces shared by every replica: one `SET key 1 NX EX 2*window` per signed request (a
+    signature stays valid until `created + window`, and `created` may be up to `window` ahead).
     Redis failing is a 503: a replay could not be ruled out, so the request is not served."""
 
     __slots__ = ("redis", "timeout", "window")
@@ -76,7 +77,7 @@ class RedisNonces:
         try:
             async with asyncio.timeout(self.timeout):
                 stored = await self.redis.set(
-                    nonce_key(consumer_id, nonce), b"1", nx=True, ex=self.window
+                    nonce_key(consumer_id, nonce), b"1", nx=True, ex=2 * self.window
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             raise ServiceUnavailable("Signed requests cannot be verified right now") from exc
@@ -84,8 +85,9 @@ class RedisNonces:
 
 
 class MemoryNonces:
-    """Nonces of this process only (no Redis): enough for one replica. Bounded: the oldest
-    entries go first (they are the first to leave the window anyway)."""
+    """Nonces of this process only (no Redis): enough for one replica. Bounded: expired
+    entries go first; when the store is full of live ones the request is refused (503), never
+    a live nonce forgotten (a consumer could otherwise flush another's and replay it)."""
 
     __slots__ = ("_clock", "_seen", "capacity", "window")
 
@@ -100,12 +102,14 @@ class MemoryNonces:
     async def first_use(self, consumer_id: str, nonce: str) -> bool:
         now = self._clock()
         seen = self._seen
-        while seen and (next(iter(seen.values())) <= now or len(seen) >= self.capacity):
+        while seen and next(iter(seen.values())) <= now:
             seen.popitem(last=False)
         key = (consumer_id, nonce)
         if key in seen:
             return False
-        seen[key] = now + self.window
+        if len(seen) >= self.capacity:
+            raise ServiceUnavailable("Signed requests cannot be verified right now")
+        seen[key] = now + 2 * self.window
         return True
 
 

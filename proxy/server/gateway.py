@@ -128,12 +128,12 @@ class Gateway:
         self.redis: Redis | None = None
         self.limiter: RateLimiter | None = None
         redis = settings.redis
+        if redis.url:  # the limiter's, and signed requests' nonces (shared by every replica)
+            self.redis = create_redis_client(redis.url, timeout=redis.timeout_seconds)
         if settings.rate_limit_enabled:
-            if redis.url:
-                self.redis = create_redis_client(redis.url, timeout=redis.timeout_seconds)
             self.limiter = rate_limiter(settings, self.redis)
-        # Signed requests' nonces: in the limiter's Redis, shared by every replica; without
-        # it, in this process only.
+        # Signed requests' nonces: in Redis when redis_url is set, even with rate limiting
+        # off, so replicas share them; without it, in this process only.
         nonces = None
         if self.redis is not None:
             nonces = RedisNonces(

@@ -345,10 +345,19 @@ class Pipeline:
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
         await invite_body(request)
-        raw = await request.content.read(limit + 1)
-        if len(raw) > limit:
+        # read(n) answers what is buffered, not n bytes: a body arriving in several reads is
+        # gathered to its end (or one byte past the limit).
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
-        return raw
+        return b"".join(chunks)
 
 
 def _is_json(media_type: str) -> bool:

@@ -4,6 +4,7 @@ aiohttp app stands in for the pool here; the pool's side is tests/executor/)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,23 @@ async def test_bodies_follow_the_function_routes_rules(start: Any) -> None:
     r = await client.post(url, headers=headers, data=b'{"title": "' + b"x" * 100 + b'"}')
     assert (r.status, (await r.json())["code"]) == (413, "payload_too_large")
     assert pool.calls == []
+
+
+async def test_a_body_arriving_in_pieces_is_read_whole(start: Any) -> None:
+    """A body's bytes may come in several reads (TCP segments, chunks): all are gathered
+    (a single read answered only the first piece: 400 Malformed JSON, or a signed body's 401)."""
+    pool = RecordingPool()
+    client = await start(pool=pool)
+
+    async def pieces() -> Any:
+        yield b'{"title": '
+        await asyncio.sleep(0.2)  # the second piece comes in a later read
+        yield b'"Tea"}'
+
+    headers = {**token(), "Content-Type": "application/json"}
+    r = await client.post("/api/modules/crm/products", headers=headers, data=pieces())
+    assert r.status == 201, await r.text()
+    assert pool.calls[-1]["body"] == {"title": "Tea"}
 
 
 async def test_create_and_update_bodies_must_be_json(start: Any) -> None:
